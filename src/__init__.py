@@ -1,0 +1,1 @@
+"""Image-classification studies: models, data modules and one LightningModule, composed by Hydra."""

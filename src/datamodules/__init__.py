@@ -1,0 +1,3 @@
+from src.datamodules.image_classification import ImageClassificationDataModule
+
+__all__ = ["ImageClassificationDataModule"]

@@ -1,0 +1,43 @@
+"""A DataLoader replacement over tensors already in memory (or on the GPU): slicing a uint8
+tensor by a shuffled index is all the work, so there are no workers and no per-sample Python."""
+from __future__ import annotations
+
+import torch
+
+
+class TensorBatchLoader:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+    ):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed = seed
+        self.epoch = 0  # each pass draws a new order, reproducible from (seed, epoch)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=g).to(self.images.device, non_blocking=True)
+        else:
+            order = None
+        self.epoch += 1
+        for i in range(len(self)):
+            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            if order is None:
+                yield self.images[lo:hi], self.labels[lo:hi]
+            else:
+                idx = order[lo:hi]
+                yield self.images.index_select(0, idx), self.labels.index_select(0, idx)

@@ -1,0 +1,3 @@
+from src.lit.classifier import ClassifierModule
+
+__all__ = ["ClassifierModule"]

@@ -1,0 +1,165 @@
+"""One LightningModule for every study: cross-entropy on any model, per-stage torchmetrics, and
+the timings (epoch wall time, training images/s) that every study table reports."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+STAGES = ("train", "val", "test")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        log_images: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # keyed "train_"... because nn.Module already has an attribute named "train"
+        self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES})
+        self.loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        self.val_acc_best = MaxMetric()
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        # Plain Python state for metrics.json; filled once per epoch, never per step.
+        self.best_val_epoch: int | None = None
+        self.epoch_times: list[float] = []
+        self.train_times: list[float] = []
+        self.train_images = 0
+        self._epoch_images = 0
+        self._t_epoch = self._t_train_done = None
+
+    def forward(self, x):
+        return self.model(x)
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, stage: str, batch):
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        self.acc[stage + "_"].update(logits.detach(), y)
+        self.loss[stage + "_"].update(loss.detach(), weight=y.shape[0])
+        return loss, logits
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 0 and batch_idx == 0:
+            self._log_image_grid(batch[0])
+        loss, _ = self._step("train", batch)
+        self._epoch_images += batch[1].shape[0]
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self._step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        _, logits = self._step("test", batch)
+        self.confusion.update(logits, batch[1])
+
+    # ------------------------------------------------------------------ epoch bookkeeping
+    def _log_stage(self, stage: str) -> float:
+        acc = self.acc[stage + "_"].compute()
+        self.log(f"{stage}/acc", acc, sync_dist=True)
+        self.log(f"{stage}/loss", self.loss[stage + "_"].compute(), sync_dist=True)
+        self.acc[stage + "_"].reset()
+        self.loss[stage + "_"].reset()
+        return acc
+
+    def on_train_epoch_start(self):
+        _sync(self.device)
+        self._t_epoch, self._t_train_done, self._epoch_images = time.perf_counter(), None, 0
+
+    def _mark_train_done(self):
+        if self._t_epoch is not None and self._t_train_done is None:
+            _sync(self.device)
+            self._t_train_done = time.perf_counter()
+            self.train_times.append(self._t_train_done - self._t_epoch)
+            self.train_images += self._epoch_images
+
+    def on_validation_epoch_start(self):
+        if self.trainer.training:  # validation runs inside the training epoch: stop its clock first
+            self._mark_train_done()
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            self.acc["val_"].reset()
+            self.loss["val_"].reset()
+            return
+        acc = self._log_stage("val")
+        before = self.val_acc_best.compute() if self.val_acc_best.update_count else None
+        self.val_acc_best.update(acc)
+        if before is None or acc > before:
+            self.best_val_epoch = self.current_epoch
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def on_train_epoch_end(self):
+        self._mark_train_done()
+        _sync(self.device)
+        self.epoch_times.append(time.perf_counter() - self._t_epoch)
+        self._log_stage("train")
+        self.log("time/epoch_s", self.epoch_times[-1])
+        self.log("time/train_images_per_s", self._epoch_images / max(self.train_times[-1], 1e-9))
+
+    def on_test_epoch_end(self):
+        self._log_stage("test")
+        self._log_confusion()
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        return {"optimizer": optimizer,
+                "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+
+    # ------------------------------------------------------------------ figures
+    def _tensorboard(self):
+        for lg in self.loggers:
+            if hasattr(lg.experiment, "add_figure"):
+                return lg.experiment
+        return None
+
+    def _log_image_grid(self, x: torch.Tensor) -> None:
+        tb = self._tensorboard()
+        dm = getattr(self.trainer, "datamodule", None)
+        if not self.hparams.log_images or tb is None or dm is None:
+            return
+        from torchvision.utils import make_grid
+
+        idx = torch.randperm(x.shape[0], device=x.device)[:64]
+        tb.add_image("train/images", make_grid(dm.denormalize(x[idx].float()).cpu(), nrow=8), 0)
+
+    def _log_confusion(self) -> None:
+        tb = self._tensorboard()
+        if tb is not None:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            dm = getattr(self.trainer, "datamodule", None)
+            labels = list(getattr(dm, "classes", []) or []) or None
+            fig, _ = self.confusion.plot(labels=labels)
+            fig.set_size_inches(8, 8)
+            tb.add_figure("test/confusion_matrix", fig, self.global_step)
+            plt.close(fig)
+        self.confusion.reset()

@@ -1,0 +1,83 @@
+"""What a finished run leaves behind: metrics.json (written atomically) and the hparams entry that
+lets TensorBoard compare runs by their real final metrics."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed without @hydra.main (tests, notebooks)
+        return []
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        choices = HydraConfig.get().runtime.choices
+        return {k: str(v) for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+    except ValueError:
+        return {"data": cfg.data.name, "model": cfg.model._target_.rsplit(".", 1)[-1].lower(),
+                "activation": cfg.activation.name}
+
+
+def _scalar(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: float) -> dict:
+    train_time = sum(module.train_times)
+    return {
+        "status": "completed",
+        "test/acc": _scalar(test_metrics.get("test/acc")),
+        "test/loss": _scalar(test_metrics.get("test/loss")),
+        "val/acc_best": _scalar(module.val_acc_best.compute()) if module.val_acc_best.update_count else None,
+        "val/acc_best_epoch": module.best_val_epoch,
+        "epochs": len(module.epoch_times),
+        "wall_time_s": round(wall_time_s, 3),
+        "epoch_time_mean_s": round(sum(module.epoch_times) / len(module.epoch_times), 4) if module.epoch_times else None,
+        "train_images_per_s": round(module.train_images / train_time, 1) if train_time > 0 else None,
+        "params": sum(p.numel() for p in module.model.parameters()),
+        "choices": group_choices(cfg),
+        "overrides": task_overrides(),
+        "seed": cfg.get("seed"),
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """The knobs a study compares, flattened to scalars TensorBoard's hparams tab can show."""
+    flat = {f"choice/{k}": v for k, v in group_choices(cfg).items()}
+    for key in ("seed", "data.batch_size", "data.train_fraction", "trainer.max_epochs", "optimizer.lr",
+                "optimizer.weight_decay", "lit.label_smoothing"):
+        v = OmegaConf.select(cfg, key)
+        if v is not None:
+            flat[key] = v
+    return flat
+
+
+def log_hparams(loggers, cfg: DictConfig, metrics: dict) -> None:
+    values = {f"hp/{k.replace('/', '_')}": metrics[k] for k in ("test/acc", "test/loss", "val/acc_best")
+              if metrics.get(k) is not None}
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(hparams(cfg), metrics=values)
+        else:
+            lg.log_hyperparams(hparams(cfg))
+        lg.save()
