@@ -38,6 +38,19 @@ def one_line_errors():
     """Turn a UserError into ``error: ...`` on stderr and exit status 2."""
     try:
         yield
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        cause = user_error_in(e)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_error_in(exc: BaseException | None) -> UserError | None:
+    """The UserError behind ``exc``, also when hydra.utils.instantiate wrapped it."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, UserError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from tests import fabricate
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory) -> Path:
+    """All four datasets in their real layouts (CIFAR-10 as the JPEG image tree), tiny."""
+    return fabricate.write_all(tmp_path_factory.mktemp("datasets"))
+
+
+@pytest.fixture(scope="session")
+def fake_cifar_pickles(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar_pickles")
+    fabricate.write_cifar_pickles(root)
+    return root
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path | None = None, cache_dir: Path | None = None):
+    """The real config, composed as `python train.py <overrides>` would, with Hydra's runtime set."""
+    GlobalHydra.instance().clear()
+    extra = [f"paths.output_dir={output_dir}", f"paths.cache_dir={cache_dir or output_dir / 'cache'}"]
+    if data_dir is not None:
+        extra.append(f"paths.data_dir={data_dir}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides + extra, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+# A fast CPU run: one short epoch, no progress bar.
+QUICK = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+]

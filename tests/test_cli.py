@@ -1,0 +1,54 @@
+"""`python train.py` as a user types it: bad input exits non-zero with one `error:` line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run(*args: str, data_dir=None, timeout=120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    if data_dir is not None:
+        env["DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_error_line(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["model=nope"], "unknown model 'nope': choose one of"),
+    (["activation=relu,nosuch", "-m"], "unknown activation 'nosuch'"),
+    (["data=imagenet"], "unknown data 'imagenet'"),
+])
+def test_unknown_choice(args, expected):
+    line = one_error_line(run(*args))
+    assert expected in line and "resnet18" in line or "relu" in line or "mnist" in line
+
+
+def test_missing_dataset_names_directory_and_fix(tmp_path):
+    line = one_error_line(run("data=mnist", "model=lenet5", "data.download=false", data_dir=tmp_path))
+    assert str(tmp_path) in line and "DATA_DIR" in line and "MNIST" in line
+
+
+def test_bad_fraction_refused_before_data_is_read(tmp_path):
+    # the data folder is empty: the fraction error must come first, before any loading
+    line = one_error_line(run("data=mnist", "data.train_fraction=1.5", "data.download=false", data_dir=tmp_path))
+    assert "data.train_fraction=1.5" in line and "0 < f <= 1" in line
+
+
+def test_cfg_job_prints_composed_config():
+    p = run("model=lenet5", "data=mnist", "activation=tanh", "--cfg", "job")
+    assert p.returncode == 0, p.stderr
+    assert "_target_: src.models.LeNet5" in p.stdout and "name: tanh" in p.stdout
+    assert "in_channels: ${data.channels}" in p.stdout
