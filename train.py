@@ -17,27 +17,32 @@ from omegaconf import DictConfig
 import src.resolvers  # noqa: F401  (registers the ${auto_precision:} etc. resolvers)
 from src.cli import check_group_choices, one_line_errors
 from src.results import collect, log_hparams, write_json
+from src.runs import FAILED_VALUE, previous_result, recorded_outcome, resume_checkpoint
 
 
 def train(cfg: DictConfig) -> float:
+    if (done := previous_result(cfg)) is not None:  # resume=true: a completed run is kept as it is
+        return done[cfg.optimized_metric]
     start = time.perf_counter()
-    if cfg.get("seed") is not None:  # not `if cfg.get("seed")`: seed 0 is a seed
-        L.seed_everything(cfg.seed, workers=True)
+    with recorded_outcome(cfg):
+        if cfg.get("seed") is not None:  # not `if cfg.get("seed")`: seed 0 is a seed
+            L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)  # the activation factory arrives through ${activation}
-    module = instantiate(cfg.lit, model=model)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        datamodule = instantiate(cfg.data)
+        model = instantiate(cfg.model)  # the activation factory arrives through ${activation}
+        module = instantiate(cfg.lit, model=model)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=_best_or_last(trainer))[0]
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=_best_or_last(trainer), weights_only=True)
 
-    metrics = collect(cfg, trainer, module, test_metrics, time.perf_counter() - start)
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    log_hparams(loggers, cfg, metrics)
-    return metrics[cfg.optimized_metric]
+        metrics = collect(cfg, trainer, module, tested[0], time.perf_counter() - start)
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        log_hparams(loggers, cfg, metrics)
+        return metrics[cfg.optimized_metric]
+    return FAILED_VALUE  # only reached in a sweep, after the failure was recorded
 
 
 def _best_or_last(trainer: L.Trainer) -> str | None:

@@ -11,6 +11,16 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from src.lit.losses import build_loss, split_decay_groups
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or Inf."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"training loss became non-finite at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
 STAGES = ("train", "val", "test")
 
 
@@ -27,13 +37,17 @@ class ClassifierModule(L.LightningModule):
         scheduler: Callable | None = None,
         num_classes: int = 10,
         label_smoothing: float = 0.0,
+        loss: str = "ce",
+        no_decay_norm_bias: bool = False,
+        input_noise_std: float = 0.0,
+        divergence_check_every: int = 50,
         log_images: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.criterion = build_loss(loss, num_classes, label_smoothing)
         # keyed "train_"... because nn.Module already has an attribute named "train"
         self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES})
         self.loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
@@ -46,6 +60,8 @@ class ClassifierModule(L.LightningModule):
         self.train_images = 0
         self._epoch_images = 0
         self._t_epoch = self._t_train_done = None
+        # First step whose loss was NaN/Inf, kept on the device so checking costs no per-step sync.
+        self.register_buffer("_bad_step", torch.tensor(-1), persistent=False)
 
     def forward(self, x):
         return self.model(x)
@@ -62,9 +78,23 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.global_step == 0 and batch_idx == 0:
             self._log_image_grid(batch[0])
+        if self.hparams.input_noise_std > 0:
+            x, y = batch
+            batch = (x + self.hparams.input_noise_std * torch.randn_like(x), y)
         loss, _ = self._step("train", batch)
         self._epoch_images += batch[1].shape[0]
+        bad = ~torch.isfinite(loss.detach())
+        self._bad_step = torch.where(bad & (self._bad_step < 0), self.global_step, self._bad_step)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if (batch_idx + 1) % self.hparams.divergence_check_every == 0:
+            self._raise_if_diverged()
+
+    def _raise_if_diverged(self) -> None:
+        step = int(self._bad_step)  # one host sync every `divergence_check_every` steps
+        if step >= 0:
+            raise Diverged(self.current_epoch, step)
 
     def validation_step(self, batch, batch_idx):
         self._step("val", batch)
@@ -88,6 +118,7 @@ class ClassifierModule(L.LightningModule):
 
     def _mark_train_done(self):
         if self._t_epoch is not None and self._t_train_done is None:
+            self._raise_if_diverged()  # before validation, so no checkpoint of diverged weights is saved
             _sync(self.device)
             self._t_train_done = time.perf_counter()
             self.train_times.append(self._t_train_done - self._t_epoch)
@@ -123,13 +154,32 @@ class ClassifierModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        params = split_decay_groups(self.model) if self.hparams.no_decay_norm_bias else self.parameters()
+        optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         return {"optimizer": optimizer,
                 "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Run statistics travel with the checkpoint so a resumed run reports the whole run."""
+        best = self.val_acc_best.compute().item() if self.val_acc_best.update_count else None
+        checkpoint["run_stats"] = {"epoch_times": self.epoch_times, "train_times": self.train_times,
+                                   "train_images": self.train_images, "best_val_epoch": self.best_val_epoch,
+                                   "val_acc_best": best}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        stats = checkpoint.get("run_stats")
+        # only when resuming a fit: testing the best checkpoint must not rewind the run's history
+        if not stats or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        self.epoch_times, self.train_times = list(stats["epoch_times"]), list(stats["train_times"])
+        self.train_images, self.best_val_epoch = stats["train_images"], stats["best_val_epoch"]
+        if stats["val_acc_best"] is not None:
+            self.val_acc_best.update(torch.tensor(stats["val_acc_best"]))
 
     # ------------------------------------------------------------------ figures
     def _tensorboard(self):

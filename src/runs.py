@@ -1,0 +1,86 @@
+"""A run directory's life: refuse to overwrite a finished run, skip it on resume, and record how a
+run ended (completed, diverged, failed) in metrics.json so no outcome is ever lost."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from src.errors import UserError
+from src.results import task_overrides, write_json
+
+
+def read_status(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def previous_result(cfg: DictConfig) -> dict | None:
+    """A completed result to reuse (resume=true), or None to train. Refuses to overwrite one."""
+    out = Path(cfg.paths.output_dir)
+    prev = read_status(out)
+    if not prev or prev.get("status") != "completed":
+        return None
+    if cfg.get("resume"):
+        return prev
+    if not cfg.get("overwrite"):
+        raise UserError(f"{out} already holds a completed run: pass resume=true to keep it, "
+                        f"overwrite=true to train again into it, or choose another hydra.run.dir")
+    return None
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` as given; with resume=true an unfinished run continues from its last.ckpt."""
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if cfg.get("resume") and last.exists() else None
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+
+
+@contextlib.contextmanager
+def recorded_outcome(cfg: DictConfig):
+    """Write metrics.json for a run that diverged or raised. In a sweep the error stays with this
+    job (the sweep goes on and reports it at the end); a single run re-raises it."""
+    from src.lit.classifier import Diverged
+
+    out = Path(cfg.paths.output_dir)
+    base = {"overrides": task_overrides(), "seed": cfg.get("seed")}
+    try:
+        yield
+    except Diverged as d:
+        write_json(out / "metrics.json", {"status": "diverged", "error": str(d), "diverged_epoch": d.epoch,
+                                          "diverged_step": d.step, **base})
+        if not in_multirun():
+            raise UserError(f"run diverged: {d}; last good checkpoint kept in {out / 'checkpoints'}; "
+                            f"try a lower optimizer.lr") from None
+        print(f"[diverged] {out}: {d}", file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        write_json(out / "metrics.json", {"status": "failed", "error": one_line(e), **base})
+        if not in_multirun():
+            raise
+        print(f"[failed] {out}: {one_line(e)}", file=sys.stderr)
+
+
+FAILED_VALUE = math.nan  # what a failed or diverged sweep job returns to the sweeper
