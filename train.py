@@ -15,12 +15,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import src.resolvers  # noqa: F401  (registers the ${auto_precision:} etc. resolvers)
-from src.cli import check_group_choices, one_line_errors
+from src.cli import check_group_choices, check_jobs, one_line_errors
+from src.config_schema import validate
 from src.results import collect, log_hparams, write_json
 from src.runs import FAILED_VALUE, previous_result, recorded_outcome, resume_checkpoint
 
 
 def train(cfg: DictConfig) -> float:
+    validate(cfg)
     if (done := previous_result(cfg)) is not None:  # resume=true: a completed run is kept as it is
         return done[cfg.optimized_metric]
     start = time.perf_counter()
@@ -61,4 +63,5 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     with one_line_errors():
         check_group_choices(sys.argv[1:])
+        check_jobs(sys.argv[1:])  # every job's config is valid before any job starts
     main()

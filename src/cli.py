@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,59 @@ def check_group_choices(argv: list[str]) -> None:
         for v in values:
             if v not in ("null", "None") and v not in _options(group):
                 raise UserError(f"unknown {group} '{v}': choose one of {', '.join(_options(group))} (conf/{group}/)")
+
+
+INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+
+
+def _job_overrides(argv: list[str]) -> list[list[str]]:
+    """The override list of every job the command would launch (a sweep expanded)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")
+            and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    if not ({"-m", "--multirun"} & set(argv)):
+        return [args]
+    parsed = OverridesParser.create().parse_overrides(args)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def check_jobs(argv: list[str]) -> None:
+    """Compose and validate every job's config; check the output folder can be written."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.config_schema import validate
+
+    if INFO_FLAGS & set(argv):
+        return
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for job in _job_overrides(argv):
+            try:
+                cfg = compose("train", overrides=job)
+            except Exception as e:
+                raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job` for the keys)") from None
+            validate(cfg)
+    GlobalHydra.instance().clear()
+    _check_writable(argv)
+
+
+def _check_writable(argv: list[str]) -> None:
+    """Create the static part of the run/sweep folder now, so a bad location fails in one line."""
+    key = "hydra.sweep.dir=" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir="
+    given = [a.split("=", 1)[1] for a in argv if a.startswith(key)]
+    target = given[-1] if given else "outputs"
+    static = Path(target.split("${", 1)[0] or ".")
+    try:
+        static.mkdir(parents=True, exist_ok=True)
+        probe = static / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write run outputs to {static}: {e.strerror or e}; "
+                        f"choose a writable folder with {key}...") from None
 
 
 @contextlib.contextmanager

@@ -37,6 +37,8 @@ def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path | None = 
     extra = [f"paths.output_dir={output_dir}", f"paths.cache_dir={cache_dir or output_dir / 'cache'}"]
     if data_dir is not None:
         extra.append(f"paths.data_dir={data_dir}")
+    if not any(o.startswith("data.verify_counts") for o in overrides):
+        extra.append("data.verify_counts=false")  # fabricated data is tiny on purpose
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides + extra, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

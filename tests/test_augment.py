@@ -65,7 +65,8 @@ def test_augmentation_only_while_training(fake_data, tmp_path):
 
     from src.datamodules import ImageClassificationDataModule
 
-    dm = ImageClassificationDataModule("cifar10", data_dir=str(fake_data), cache_dir=str(tmp_path), augment="crop_flip")
+    dm = ImageClassificationDataModule("cifar10", data_dir=str(fake_data), cache_dir=str(tmp_path), augment="crop_flip",
+                                       verify_counts=False)
     dm.setup()
     x, y = next(iter(dm.val_dataloader()))
     dm.trainer = SimpleNamespace(training=False)

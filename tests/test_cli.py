@@ -44,7 +44,7 @@ def test_missing_dataset_names_directory_and_fix(tmp_path):
 def test_bad_fraction_refused_before_data_is_read(tmp_path):
     # the data folder is empty: the fraction error must come first, before any loading
     line = one_error_line(run("data=mnist", "data.train_fraction=1.5", "data.download=false", data_dir=tmp_path))
-    assert "data.train_fraction=1.5" in line and "0 < f <= 1" in line
+    assert "data.train_fraction=1.5" in line and "> 0 and <= 1" in line
 
 
 def test_cfg_job_prints_composed_config():

@@ -26,7 +26,8 @@ def test_lenet5_one_epoch_on_real_mnist(tmp_path):
     data = real_data_dir()
     if data is None:
         pytest.skip("real MNIST not found (set DATA_DIR)")
-    cfg = compose_cfg(["model=lenet5", "data=mnist", "trainer.max_epochs=1", "~callbacks.progress_bar"], tmp_path, data)
+    cfg = compose_cfg(["model=lenet5", "data=mnist", "trainer.max_epochs=1", "~callbacks.progress_bar",
+                       "data.verify_counts=true"], tmp_path, data)
     acc = train(cfg)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert acc >= 0.97, m

@@ -11,9 +11,9 @@ import torch
 
 from src.datamodules.augment import build_augment, normalize
 from src.datamodules.loader import TensorBatchLoader
-from src.datamodules.sources import LOADERS, Splits
+from src.datamodules.sources import KNOWN_COUNTS, LOADERS, Splits
 from src.datamodules.splits import _check_fraction, stratified_holdout, stratified_subset
-from src.errors import ConfigError
+from src.errors import ConfigError, DataError
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -39,6 +39,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
         seed: int = 0,
+        verify_counts: bool = True,
     ):
         super().__init__()
         # Everything is checked here, before a file is opened.
@@ -60,7 +61,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.augment = build_augment(augment, crop_padding)
         self.train_fraction, self.test_fraction = train_fraction, test_fraction
         self.val_size, self.merge_val_into_train = val_size, merge_val_into_train
-        self.on_device, self.seed = on_device, seed
+        self.on_device, self.seed, self.verify_counts = on_device, seed, verify_counts
         self.mean = torch.tensor(list(mean), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
         self.std = torch.tensor(list(std), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
         self.classes: list[str] = []
@@ -70,6 +71,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def _load(self) -> Splits:
         s = LOADERS[self.name](self.data_dir, self.download, cache_dir=self.cache_dir,
                                image_size=self.image_size, grayscale=self.grayscale)
+        for split, x, y, known in (("train", s.train_x, s.train_y, KNOWN_COUNTS[self.name][0]),
+                                   ("test", s.test_x, s.test_y, KNOWN_COUNTS[self.name][1])):
+            if len(x) != len(y):
+                raise DataError(f"{self.name} {split} split in {self.data_dir} has {len(x)} images but {len(y)} labels")
+            if self.verify_counts and len(x) != known:
+                raise DataError(f"{self.name} {split} split in {self.data_dir} has {len(x)} images, expected {known}: "
+                                f"the copy is incomplete (set data.verify_counts=false to use a partial copy on purpose)")
         got = (s.train_x.shape[1], *s.train_x.shape[2:])
         want = (self.channels, self.image_size, self.image_size)
         if got != want:

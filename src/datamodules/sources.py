@@ -54,6 +54,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+IDX_MAGIC = {"images-idx3-ubyte": (2051, 3), "labels-idx1-ubyte": (2049, 1)}
+
+
+def check_idx_file(path: Path) -> None:
+    """An IDX file's size must equal what its header promises (catches truncated copies)."""
+    kind = next(k for k in IDX_MAGIC if path.name.endswith(k))
+    magic, ndim = IDX_MAGIC[kind]
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim or int.from_bytes(header[:4], "big") != magic:
+        raise DataError(f"{path} is not an IDX file (bad header); restore it from the original archive")
+    dims = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(torch.tensor(dims).prod())
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(f"{path} is truncated or corrupt: {size} bytes where its header promises {expected}; "
+                        f"restore it from the original archive")
+
+
 def _read_idx(cls, root: Path, name: str, download: bool) -> Splits:
     raw = root / cls.__name__ / "raw"
     expected = f"{raw}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte"
@@ -61,11 +80,12 @@ def _read_idx(cls, root: Path, name: str, download: bool) -> Splits:
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
     if not exists and not download:
         raise _missing(name, root, expected, "data.download=false")
+    if exists:
+        for f in sorted(raw.glob("*-ubyte")):
+            check_idx_file(f)
     try:
         tr = cls(str(root), train=True, download=not exists)
         te = cls(str(root), train=False, download=False)
-    except DataError:
-        raise
     except Exception as e:  # torchvision's download or parse failure: say which files, in one line
         if not exists:
             raise _missing(name, root, expected, f"download failed: {_one_line(e)}") from None
@@ -145,13 +165,34 @@ def load_cifar10(root: Path, download, cache_dir=None, **_) -> Splits:
     except Exception as e:
         if not pickles.is_dir():
             raise _missing("CIFAR-10", root, expected, f"download failed: {_one_line(e)}") from None
-        raise DataError(f"CIFAR-10 batches in {pickles} are incomplete or corrupt: {_one_line(e)}") from None
+        raise DataError(f"CIFAR-10 batch {_first_bad_pickle(pickles)} is incomplete or corrupt: "
+                        f"{_one_line(e)}; restore it from the original archive") from None
 
     def to_tensor(d):
         return torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets)
 
-    (tx, ty), (vx, vy) = to_tensor(tr), to_tensor(te)
+    try:
+        (tx, ty), (vx, vy) = to_tensor(tr), to_tensor(te)
+    except Exception as e:
+        raise DataError(f"CIFAR-10 batch {_first_bad_pickle(pickles)} is incomplete or corrupt: "
+                        f"{_one_line(e)}; restore it from the original archive") from None
     return Splits(tx, ty, vx, vy, list(tr.classes))
+
+
+def _first_bad_pickle(folder: Path) -> Path | str:
+    import pickle
+
+    names = [f for f, _ in _CIFAR10Pickles.train_list + _CIFAR10Pickles.test_list] + ["batches.meta"]
+    for name in names:
+        try:
+            with open(folder / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            if name != "batches.meta" and (entry["data"].ndim != 2 or entry["data"].shape[1] != 3072
+                                           or len(entry["data"]) != len(entry["labels"])):
+                return folder / name
+        except Exception:
+            return folder / name
+    return folder
 
 
 def _download_horses(base: Path) -> None:
@@ -178,6 +219,14 @@ def load_horses_or_humans(root: Path, download, image_size: int = 150, grayscale
     vx, vy, _ = _decode_folder(base / "validation", image_size, grayscale, cache_dir)
     return Splits(tx, ty, vx, vy, classes)
 
+
+# Images per (train, test) split of the complete datasets.
+KNOWN_COUNTS = {
+    "mnist": (60_000, 10_000),
+    "fashion_mnist": (60_000, 10_000),
+    "cifar10": (50_000, 10_000),
+    "horses_or_humans": (1_027, 256),
+}
 
 LOADERS = {
     "mnist": load_mnist,
