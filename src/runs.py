@@ -3,6 +3,7 @@ run ended (completed, diverged, failed) in metrics.json so no outcome is ever lo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import sys
@@ -12,6 +13,9 @@ from omegaconf import DictConfig
 
 from src.errors import UserError
 from src.results import task_overrides, write_json
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
 
 
 def read_status(run_dir: Path) -> dict | None:
@@ -32,6 +36,7 @@ def previous_result(cfg: DictConfig) -> dict | None:
     if not cfg.get("overwrite"):
         raise UserError(f"{out} already holds a completed run: pass resume=true to keep it, "
                         f"overwrite=true to train again into it, or choose another hydra.run.dir")
+    (out / "csv" / "metrics.csv").unlink(missing_ok=True)  # overwrite=true: the old run's log goes too
     return None
 
 
@@ -77,8 +82,12 @@ def recorded_outcome(cfg: DictConfig):
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        write_json(out / "metrics.json", {"status": "failed", "error": one_line(e), **base})
+        with contextlib.suppress(OSError):  # the disk may be the problem
+            write_json(out / "metrics.json", {"status": "failed", "error": one_line(e), **base})
         if not in_multirun():
+            if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+                raise UserError(f"cannot write {e.filename or out}: {e.strerror}; free space or choose a "
+                                f"writable hydra.run.dir") from None
             raise
         print(f"[failed] {out}: {one_line(e)}", file=sys.stderr)
 

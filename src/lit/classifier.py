@@ -88,7 +88,9 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        if (batch_idx + 1) % self.hparams.divergence_check_every == 0:
+        # also on the epoch's last batch: before any epoch-end hook can checkpoint diverged weights
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if last or (batch_idx + 1) % self.hparams.divergence_check_every == 0:
             self._raise_if_diverged()
 
     def _raise_if_diverged(self) -> None:
