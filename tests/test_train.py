@@ -52,7 +52,7 @@ def test_train_end_to_end(model, data, fake_data, tmp_path):
 
     tags = _tags(tmp_path)
     assert {"train/acc", "val/acc", "test/acc", "time/epoch_s", "time/train_images_per_s"} <= tags["scalars"]
-    assert "train/images" in tags["images"] and "test/confusion_matrix" in tags["images"]
+    assert {"train/images", "test/confusion_matrix", "activation"} <= tags["images"]
     assert (tmp_path / "csv" / "metrics.csv").exists()
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 

@@ -42,9 +42,11 @@ class ClassifierModule(L.LightningModule):
         input_noise_std: float = 0.0,
         divergence_check_every: int = 50,
         log_images: bool = True,
+        activation: Callable | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler", "activation"], logger=False)
+        self.activation = activation  # the study's activation factory, only for its TensorBoard plot
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = build_loss(loss, num_classes, label_smoothing)
@@ -189,6 +191,13 @@ class ClassifierModule(L.LightningModule):
             if hasattr(lg.experiment, "add_figure"):
                 return lg.experiment
         return None
+
+    def on_fit_start(self):
+        tb = self._tensorboard()
+        if tb is not None and self.activation is not None and self.hparams.log_images:
+            from src.plot_activations import activation_figure
+
+            tb.add_figure("activation", activation_figure([self.activation]), 0)
 
     def _log_image_grid(self, x: torch.Tensor) -> None:
         tb = self._tensorboard()
