@@ -52,6 +52,9 @@ class TrainerOptions:
     limit_train_batches: float = opt(NUMBER, gt=0, nullable=True)
     limit_val_batches: float = opt(NUMBER, ge=0, nullable=True)
     limit_test_batches: float = opt(NUMBER, gt=0, nullable=True)
+    compile: Any = opt((str, bool), choices=("off", "auto", True, False, "default", "reduce-overhead",
+                                             "max-autotune", "max-autotune-no-cudagraphs"))
+    channels_last: Any = opt((str, bool), choices=("auto", True, False))
 
 
 @dataclass

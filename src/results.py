@@ -34,17 +34,19 @@ def _scalar(v):
 
 
 def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: float) -> dict:
-    train_time = sum(module.train_times)
+    import torch
+
+    device = module.device
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {
         "status": "completed",
         "test/acc": _scalar(test_metrics.get("test/acc")),
         "test/loss": _scalar(test_metrics.get("test/loss")),
         "val/acc_best": _scalar(module.val_acc_best.compute()) if module.val_acc_best.update_count else None,
         "val/acc_best_epoch": module.best_val_epoch,
-        "epochs": len(module.epoch_times),
+        **module.clock.summary(),
         "wall_time_s": round(wall_time_s, 3),
-        "epoch_time_mean_s": round(sum(module.epoch_times) / len(module.epoch_times), 4) if module.epoch_times else None,
-        "train_images_per_s": round(module.train_images / train_time, 1) if train_time > 0 else None,
+        "peak_gpu_mem_mb": round(peak, 1) if peak is not None else None,
         "params": sum(p.numel() for p in module.model.parameters()),
         "choices": group_choices(cfg),
         "overrides": task_overrides(),

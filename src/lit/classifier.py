@@ -2,7 +2,6 @@
 the timings (epoch wall time, training images/s) that every study table reports."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import lightning as L
@@ -11,6 +10,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from src.lit.clock import RunClock
 from src.lit.losses import build_loss, split_decay_groups
 
 
@@ -22,11 +22,6 @@ class Diverged(RuntimeError):
         self.epoch, self.step = epoch, step
 
 STAGES = ("train", "val", "test")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class ClassifierModule(L.LightningModule):
@@ -57,11 +52,9 @@ class ClassifierModule(L.LightningModule):
         self.confusion = MulticlassConfusionMatrix(num_classes)
         # Plain Python state for metrics.json; filled once per epoch, never per step.
         self.best_val_epoch: int | None = None
-        self.epoch_times: list[float] = []
-        self.train_times: list[float] = []
-        self.train_images = 0
-        self._epoch_images = 0
-        self._t_epoch = self._t_train_done = None
+        self.clock = RunClock()
+        self.compiled = False  # set by the SpeedUp callback: the first step then includes compilation
+        self._test_images = 0
         # First step whose loss was NaN/Inf, kept on the device so checking costs no per-step sync.
         self.register_buffer("_bad_step", torch.tensor(-1), persistent=False)
 
@@ -84,12 +77,14 @@ class ClassifierModule(L.LightningModule):
             x, y = batch
             batch = (x + self.hparams.input_noise_std * torch.randn_like(x), y)
         loss, _ = self._step("train", batch)
-        self._epoch_images += batch[1].shape[0]
+        self.clock.count(batch[1].shape[0])
         bad = ~torch.isfinite(loss.detach())
         self._bad_step = torch.where(bad & (self._bad_step < 0), self.global_step, self._bad_step)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.compiled and batch_idx == 0 and not self.clock.train_times:
+            self.clock.exclude_warmup(self.device)
         # also on the epoch's last batch: before any epoch-end hook can checkpoint diverged weights
         last = batch_idx + 1 >= self.trainer.num_training_batches
         if last or (batch_idx + 1) % self.hparams.divergence_check_every == 0:
@@ -106,6 +101,7 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         _, logits = self._step("test", batch)
         self.confusion.update(logits, batch[1])
+        self._test_images += batch[1].shape[0]
 
     # ------------------------------------------------------------------ epoch bookkeeping
     def _log_stage(self, stage: str) -> float:
@@ -117,20 +113,12 @@ class ClassifierModule(L.LightningModule):
         return acc
 
     def on_train_epoch_start(self):
-        _sync(self.device)
-        self._t_epoch, self._t_train_done, self._epoch_images = time.perf_counter(), None, 0
-
-    def _mark_train_done(self):
-        if self._t_epoch is not None and self._t_train_done is None:
-            self._raise_if_diverged()  # before validation, so no checkpoint of diverged weights is saved
-            _sync(self.device)
-            self._t_train_done = time.perf_counter()
-            self.train_times.append(self._t_train_done - self._t_epoch)
-            self.train_images += self._epoch_images
+        self.clock.start_epoch(self.device)
 
     def on_validation_epoch_start(self):
         if self.trainer.training:  # validation runs inside the training epoch: stop its clock first
-            self._mark_train_done()
+            self._raise_if_diverged()  # and never validate (or checkpoint) diverged weights
+            self.clock.train_done(self.device)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
@@ -145,14 +133,18 @@ class ClassifierModule(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def on_train_epoch_end(self):
-        self._mark_train_done()
-        _sync(self.device)
-        self.epoch_times.append(time.perf_counter() - self._t_epoch)
+        self._raise_if_diverged()
+        self.clock.end_epoch(self.device)
         self._log_stage("train")
-        self.log("time/epoch_s", self.epoch_times[-1])
-        self.log("time/train_images_per_s", self._epoch_images / max(self.train_times[-1], 1e-9))
+        self.log("time/epoch_s", self.clock.epoch_times[-1])
+        self.log("time/train_images_per_s", self.clock.last_images_per_s)
+
+    def on_test_epoch_start(self):
+        self._test_images = 0
+        self.clock.start_eval(self.device)
 
     def on_test_epoch_end(self):
+        self.clock.end_eval(self.device, self._test_images)
         self._log_stage("test")
         self._log_confusion()
 
@@ -171,8 +163,7 @@ class ClassifierModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Run statistics travel with the checkpoint so a resumed run reports the whole run."""
         best = self.val_acc_best.compute().item() if self.val_acc_best.update_count else None
-        checkpoint["run_stats"] = {"epoch_times": self.epoch_times, "train_times": self.train_times,
-                                   "train_images": self.train_images, "best_val_epoch": self.best_val_epoch,
+        checkpoint["run_stats"] = {**self.clock.state_dict(), "best_val_epoch": self.best_val_epoch,
                                    "val_acc_best": best}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -180,8 +171,8 @@ class ClassifierModule(L.LightningModule):
         # only when resuming a fit: testing the best checkpoint must not rewind the run's history
         if not stats or self._trainer is None or self.trainer.state.fn != "fit":
             return
-        self.epoch_times, self.train_times = list(stats["epoch_times"]), list(stats["train_times"])
-        self.train_images, self.best_val_epoch = stats["train_images"], stats["best_val_epoch"]
+        self.clock.load_state_dict(stats)
+        self.best_val_epoch = stats["best_val_epoch"]
         if stats["val_acc_best"] is not None:
             self.val_acc_best.update(torch.tensor(stats["val_acc_best"]))
 

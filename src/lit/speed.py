@@ -1,0 +1,57 @@
+"""The GPU fast path, switched by `trainer.compile` and `trainer.channels_last`.
+
+`compile`: off | auto | a torch.compile mode (default, reduce-overhead, max-autotune,
+max-autotune-no-cudagraphs). auto = reduce-overhead (inductor fusion + CUDA graphs) on a GPU and off
+on the CPU, where compiling costs more than it saves for short runs.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from src.errors import ConfigError
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def resolve_compile(setting, device: torch.device) -> str | None:
+    setting = "off" if setting in (None, False, "false") else ("auto" if setting is True else setting)
+    if setting == "off":
+        return None
+    if setting == "auto":
+        return "reduce-overhead" if device.type == "cuda" else None
+    if setting not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile={setting!r} is not valid: use off, auto or one of {', '.join(COMPILE_MODES)}")
+    return setting
+
+
+class SpeedUp(Callback):
+    """channels_last weights (every conv then runs NHWC) and an in-place torch.compile of the model,
+    so checkpoints keep their plain parameter names."""
+
+    def __init__(self, compile="auto", channels_last="auto"):
+        self.compile, self.channels_last = compile, channels_last
+        resolve_compile(compile, torch.device("cpu"))  # validate now, before any data is read
+        self._done = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        device = trainer.strategy.root_device
+        if self.channels_last is True or (self.channels_last == "auto" and device.type == "cuda"):
+            pl_module.model.to(memory_format=torch.channels_last)
+        mode = resolve_compile(self.compile, device)
+        if mode is not None:
+            pl_module.model.compile(mode=mode, dynamic=False)
+            pl_module.compiled = True
+
+
+def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
+                  **kwargs) -> L.Trainer:
+    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for."""
+    if benchmark is None:
+        benchmark = not deterministic
+    callbacks = [*(callbacks or []), SpeedUp(compile, channels_last)]
+    return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)
