@@ -8,7 +8,7 @@ from pathlib import Path
 
 from src.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from src.compose import CONF_DIR  # noqa: E402
 
 
 def _options(group: str) -> list[str]:

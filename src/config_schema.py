@@ -23,7 +23,7 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
 
 @dataclass
 class DataOptions:
-    name: str = opt(str, choices=("mnist", "fashion_mnist", "cifar10", "horses_or_humans"))
+    name: str = opt(str, choices=("mnist", "fashion_mnist", "cifar10", "horses_or_humans", "synthetic"))
     download: Any = opt((str, bool), choices=("auto", True, False))
     channels: int = opt(int, choices=(1, 3))
     image_size: int = opt(int, ge=8, le=1024)

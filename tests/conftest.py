@@ -5,11 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
+from src.compose import compose_config
 from tests import fabricate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,18 +30,12 @@ def fake_cifar_pickles(tmp_path_factory) -> Path:
 
 def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path | None = None, cache_dir: Path | None = None):
     """The real config, composed as `python train.py <overrides>` would, with Hydra's runtime set."""
-    GlobalHydra.instance().clear()
-    extra = [f"paths.output_dir={output_dir}", f"paths.cache_dir={cache_dir or output_dir / 'cache'}"]
+    extra = [f"paths.cache_dir={cache_dir or output_dir / 'cache'}"]
     if data_dir is not None:
         extra.append(f"paths.data_dir={data_dir}")
     if not any(o.startswith("data.verify_counts") for o in overrides):
         extra.append("data.verify_counts=false")  # fabricated data is tiny on purpose
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides + extra, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_config(overrides + extra, output_dir)
 
 
 # A fast CPU run: one short epoch, no progress bar.

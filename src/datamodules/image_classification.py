@@ -40,6 +40,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         std: Sequence[float] = (0.5,),
         seed: int = 0,
         verify_counts: bool = True,
+        synthetic_sizes: Sequence[int] = (50_000, 10_000),
     ):
         super().__init__()
         # Everything is checked here, before a file is opened.
@@ -62,6 +63,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.train_fraction, self.test_fraction = train_fraction, test_fraction
         self.val_size, self.merge_val_into_train = val_size, merge_val_into_train
         self.on_device, self.seed, self.verify_counts = on_device, seed, verify_counts
+        self.synthetic_sizes = synthetic_sizes
         self.mean = torch.tensor(list(mean), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
         self.std = torch.tensor(list(std), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
         self.classes: list[str] = []
@@ -69,13 +71,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> Splits:
-        s = LOADERS[self.name](self.data_dir, self.download, cache_dir=self.cache_dir,
-                               image_size=self.image_size, grayscale=self.grayscale)
+        s = LOADERS[self.name](self.data_dir, self.download, cache_dir=self.cache_dir, image_size=self.image_size,
+                               grayscale=self.grayscale, channels=self.channels, num_classes=self.num_classes,
+                               sizes=self.synthetic_sizes)
         for split, x, y, known in (("train", s.train_x, s.train_y, KNOWN_COUNTS[self.name][0]),
                                    ("test", s.test_x, s.test_y, KNOWN_COUNTS[self.name][1])):
             if len(x) != len(y):
                 raise DataError(f"{self.name} {split} split in {self.data_dir} has {len(x)} images but {len(y)} labels")
-            if self.verify_counts and len(x) != known:
+            if self.verify_counts and known is not None and len(x) != known:
                 raise DataError(f"{self.name} {split} split in {self.data_dir} has {len(x)} images, expected {known}: "
                                 f"the copy is incomplete (set data.verify_counts=false to use a partial copy on purpose)")
         got = (s.train_x.shape[1], *s.train_x.shape[2:])

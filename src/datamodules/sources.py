@@ -220,12 +220,27 @@ def load_horses_or_humans(root: Path, download, image_size: int = 150, grayscale
     return Splits(tx, ty, vx, vy, classes)
 
 
+def load_synthetic(root: Path, download, image_size: int = 32, grayscale: bool = False, channels: int = 3,
+                   num_classes: int = 10, sizes=(50_000, 10_000), **_) -> Splits:
+    """Random uint8 images of a real dataset's shape, for throughput benchmarks (no files)."""
+    g = torch.Generator().manual_seed(0)
+    c = 1 if grayscale else channels
+
+    def split(n):
+        return (torch.randint(0, 256, (n, c, image_size, image_size), dtype=torch.uint8, generator=g),
+                torch.randint(0, num_classes, (n,), generator=g))
+
+    (tx, ty), (vx, vy) = split(int(sizes[0])), split(int(sizes[1]))
+    return Splits(tx, ty, vx, vy, [str(i) for i in range(num_classes)])
+
+
 # Images per (train, test) split of the complete datasets.
 KNOWN_COUNTS = {
     "mnist": (60_000, 10_000),
     "fashion_mnist": (60_000, 10_000),
     "cifar10": (50_000, 10_000),
     "horses_or_humans": (1_027, 256),
+    "synthetic": (None, None),
 }
 
 LOADERS = {
@@ -233,4 +248,5 @@ LOADERS = {
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "horses_or_humans": load_horses_or_humans,
+    "synthetic": load_synthetic,
 }

@@ -1,0 +1,34 @@
+"""The throughput benchmark's CPU smoke run: every row measured, ratios taken within the run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "benchmarks/throughput.py", "--device", "cpu", "--quick", "--compile", "off",
+                        "--activations", "relu,seu", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    pipelines = {(r["workload"], r["pipeline"].split(" (")[0]) for r in rows}
+    for wl in ("resnet18/cifar10", "lenet5/mnist"):
+        assert {(wl, "typical loop"), (wl, "plain loop, tensor data"), (wl, "ours, compile=off")} <= pipelines
+    assert all(r["img_s"] > 0 for r in rows)
+    for wl in ("resnet18/cifar10", "lenet5/mnist"):
+        base = next(r["img_s"] for r in rows if r["workload"] == wl and r["pipeline"].startswith("typical"))
+        for r in rows:
+            if r["workload"] == wl and "vs_typical" in r:
+                assert r["vs_typical"] == pytest.approx(r["img_s"] / base)
+    acts = {r["pipeline"]: r for r in rows if "activation=" in r["pipeline"]}
+    assert acts["ours, activation=relu"]["vs_relu"] == 1.0
+    seu = acts["ours, activation=seu"]
+    assert seu["vs_relu"] == pytest.approx(seu["img_s"] / acts["ours, activation=relu"]["img_s"])
+    assert "training throughput on CPU" in p.stdout
