@@ -54,6 +54,13 @@ def test_train_end_to_end(model, data, fake_data, tmp_path):
     assert {"train/acc", "val/acc", "test/acc", "time/epoch_s", "time/train_images_per_s"} <= tags["scalars"]
     assert {"train/images", "test/confusion_matrix", "activation"} <= tags["images"]
     assert (tmp_path / "csv" / "metrics.csv").exists()
+    import pandas as pd
+
+    confusion = pd.read_csv(tmp_path / "test_confusion.csv", index_col=0)
+    assert confusion.shape == (cfg.data.num_classes, cfg.data.num_classes)
+    tested = min(16, 6 if data == "horses_or_humans" else 40)  # one test batch of data.eval_batch_size
+    assert confusion.to_numpy().sum() == tested
+    assert abs(m["test/acc"] - confusion.to_numpy().trace() / tested) < 1e-6
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 

@@ -2,6 +2,7 @@
 the timings (epoch wall time, training images/s) that every study table reports."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -201,6 +202,17 @@ class ClassifierModule(L.LightningModule):
         tb.add_image("train/images", make_grid(dm.denormalize(x[idx].float()).cpu(), nrow=8), 0)
 
     def _log_confusion(self) -> None:
+        """The test confusion matrix: a figure in TensorBoard and test_confusion.csv in the run dir
+        (rows = true class, columns = predicted), which per-class reports aggregate over seeds."""
+        dm = getattr(self.trainer, "datamodule", None)
+        labels = list(getattr(dm, "classes", []) or []) or None
+        counts = self.confusion.compute().cpu()
+        if self.trainer.is_global_zero and self.trainer.default_root_dir:
+            import pandas as pd
+
+            names = labels or [str(i) for i in range(counts.shape[0])]
+            path = Path(self.trainer.default_root_dir) / "test_confusion.csv"
+            pd.DataFrame(counts.numpy(), index=pd.Index(names, name="true"), columns=names).to_csv(path)
         tb = self._tensorboard()
         if tb is not None:
             import matplotlib
@@ -208,9 +220,7 @@ class ClassifierModule(L.LightningModule):
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
 
-            dm = getattr(self.trainer, "datamodule", None)
-            labels = list(getattr(dm, "classes", []) or []) or None
-            fig, _ = self.confusion.plot(labels=labels)
+            fig, _ = self.confusion.plot(val=counts, labels=labels)
             fig.set_size_inches(8, 8)
             tb.add_figure("test/confusion_matrix", fig, self.global_step)
             plt.close(fig)
