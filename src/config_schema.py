@@ -31,6 +31,7 @@ class DataOptions:
     batch_size: int = opt(int, ge=1)
     eval_batch_size: int = opt(int, ge=1, nullable=True)
     crop_padding: int = opt(int, ge=0, le=64)
+    augment: str = opt(str, choices=("none", "flip", "crop_flip", "scale_rotate", "crop_flip_scale_rotate"))
     train_fraction: float = opt(NUMBER, gt=0, le=1)
     test_fraction: float = opt(NUMBER, gt=0, le=1)
     val_size: float = opt(NUMBER, ge=0)
@@ -63,6 +64,7 @@ class OptimizerOptions:
     momentum: float = opt(NUMBER, ge=0, lt=1)
     weight_decay: float = opt(NUMBER, ge=0)
     rho: float = opt(NUMBER, gt=0)
+    adaptive: bool = opt(bool)
     eps: float = opt(NUMBER, gt=0)
 
 
@@ -72,6 +74,12 @@ class SchedulerOptions:
     gamma: float = opt(NUMBER, gt=0, le=1)
     interval: str = opt(str, choices=("step", "epoch"))
     warmup_epochs: float = opt(NUMBER, ge=0)
+    warmup_steps: int = opt(int, ge=0)
+    T_0: int = opt(int, ge=1)
+    T_mult: int = opt(int, ge=1)
+    factor: float = opt(NUMBER, gt=0, lt=1)
+    patience: int = opt(int, ge=0)
+    pct_start: float = opt(NUMBER, gt=0, lt=1)
 
 
 @dataclass

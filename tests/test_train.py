@@ -116,3 +116,13 @@ def test_cosine_schedule_anneals_over_the_run(fake_data, tmp_path):
     assert lr[0] == pytest.approx(0.1)
     assert all(a > b for a, b in zip(lr, lr[1:]))  # strictly decreasing, every step
     assert lr[-1] < 0.01
+
+
+def test_sam_counts_each_image_once(fake_data, tmp_path):
+    """SAM runs training_step twice per step; metrics and image counts must see it once."""
+    import torch
+
+    cfg = compose_cfg(["model=lenet5", "data=mnist", "optimizer=sam", *QUICK], tmp_path, fake_data)
+    train(cfg)
+    stats = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["run_stats"]
+    assert stats["train_images"] == 2 * 8  # limit_train_batches=2, batch 8

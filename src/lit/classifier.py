@@ -72,6 +72,11 @@ class ClassifierModule(L.LightningModule):
         return loss, logits
 
     def training_step(self, batch, batch_idx):
+        if self._sam_second_pass():  # SAM's gradient at the perturbed weights: no metrics, no BN update
+            from src.lit.sam import bn_stats_frozen
+
+            with bn_stats_frozen(self.model):
+                return self.criterion(self(batch[0]), batch[1])
         if self.global_step == 0 and batch_idx == 0:
             self._log_image_grid(batch[0])
         if self.hparams.input_noise_std > 0:
@@ -82,6 +87,9 @@ class ClassifierModule(L.LightningModule):
         bad = ~torch.isfinite(loss.detach())
         self._bad_step = torch.where(bad & (self._bad_step < 0), self.global_step, self._bad_step)
         return loss
+
+    def _sam_second_pass(self) -> bool:
+        return self._trainer is not None and getattr(self.trainer.optimizers[0], "in_second_pass", False)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.compiled and batch_idx == 0 and not self.clock.train_times:
