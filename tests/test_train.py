@@ -126,3 +126,19 @@ def test_sam_counts_each_image_once(fake_data, tmp_path):
     train(cfg)
     stats = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["run_stats"]
     assert stats["train_images"] == 2 * 8  # limit_train_batches=2, batch 8
+
+
+@pytest.mark.parametrize("debug, epochs", [("fdr", 1), ("limit", 3), ("overfit", 20)])
+def test_debug_configs(debug, epochs, fake_data, tmp_path):
+    cfg = compose_cfg(["model=lenet5", "data=mnist", f"debug={debug}", "~callbacks.progress_bar",
+                       "data.batch_size=8", "optimizer=adam"], tmp_path, fake_data)
+    train(cfg)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "completed" and m["epochs"] == epochs
+    if debug == "overfit":  # the same 3 batches, 20 times, constant lr: the loss falls
+        import pandas as pd
+
+        log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+        loss = log["train/loss"].dropna().to_numpy()
+        assert len(loss) == 20 and loss[-1] < 0.5 * loss[0]
+        assert log["lr-Adam"].dropna().nunique() == 1
