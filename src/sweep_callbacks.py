@@ -1,0 +1,377 @@
+"""Hydra callback for sweeps (``python train.py -m ...``), configured in conf/hydra/default.yaml.
+
+In the launching process:
+- ``on_multirun_start``: tells the parallel launcher's workers which GPUs there are and how many
+  jobs share the machine, and starts a live one-line summary (jobs done / running / failed, ETA);
+- ``on_multirun_end``: writes the report (src/report.py) into the sweep directory, prints which
+  jobs failed or diverged and then exits non-zero if any did.
+
+In each job (a loky worker of the parallel launcher, conf/hydra/launcher/parallel.yaml):
+- ``on_job_start``: the first job a worker runs takes a free GPU slot, a per-GPU file lock
+  (``jobs_per_gpu`` slots per GPU), before any CUDA call, sets ``CUDA_VISIBLE_DEVICES`` to that
+  GPU and keeps both for the worker's life (loky reuses workers, and CUDA reads the variable only
+  once); it also divides the CPU cores between the parallel jobs (``torch.set_num_threads``) and
+  records the slot in ``<run dir>/sweep_job.json``.
+
+``IMGCLS_FAKE_GPUS=0,1`` pretends the machine has those GPUs (for tests on the CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+ENV_GPUS = "IMGCLS_SWEEP_GPUS"         # the parent's GPU ids, comma-separated ("" = CPU only)
+ENV_N_JOBS = "IMGCLS_SWEEP_N_JOBS"     # parallel jobs of the sweep
+ENV_PER_GPU = "IMGCLS_SWEEP_JOBS_PER_GPU"
+ENV_SLOT_DIR = "IMGCLS_GPU_SLOT_DIR"   # where the slot lock files live (one folder per launching process)
+ENV_PARENT = "IMGCLS_SWEEP_PARENT_PID"
+FAKE_GPUS = "IMGCLS_FAKE_GPUS"
+
+
+# ------------------------------------------------------------------------- GPUs and n_jobs
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, as CUDA_VISIBLE_DEVICES would name them. Never initialises
+    CUDA (torch counts devices through NVML)."""
+    fake = os.environ.get(FAKE_GPUS)
+    if fake is not None:
+        return [g.strip() for g in fake.split(",") if g.strip()]
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:
+        return []
+    if n <= 0:
+        return []
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd:
+        return [g.strip() for g in cvd.split(",") if g.strip()][:n]
+    return [str(i) for i in range(n)]
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_parallel_jobs(cores: int | None = None) -> int:
+    """CPU-only machines: jobs of 2 threads each (2 jobs of 1 thread on a 2-core machine)."""
+    cores = cores or cpu_cores()
+    return max(1, cores // 2) if cores > 2 else cores
+
+
+def parallel_jobs(jobs_per_gpu: Any = 1) -> int:
+    """The parallel launcher's n_jobs: GPUs × jobs_per_gpu, or cpu_parallel_jobs() without GPUs."""
+    try:
+        k = int(jobs_per_gpu)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1 or str(k) != str(jobs_per_gpu).strip():
+        raise ValueError(f"jobs_per_gpu={jobs_per_gpu} is not valid: use an integer >= 1")
+    gpus = visible_gpus()
+    return len(gpus) * k if gpus else cpu_parallel_jobs()
+
+
+if not OmegaConf.has_resolver("imgcls_parallel_jobs"):
+    OmegaConf.register_new_resolver("imgcls_parallel_jobs", parallel_jobs)
+
+
+# ------------------------------------------------------------------------------ GPU slots
+_slot: dict | None = None   # this worker's slot, taken once, kept (with its lock) for the process's life
+_slot_fd: int | None = None
+
+
+def _try_lock(path: Path) -> int | None:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def take_slot(gpus: list[str], jobs_per_gpu: int, n_jobs: int, lock_dir: Path) -> dict:
+    """This process's slot: the first free (slot, GPU) pair, round the GPUs first so that the
+    first len(gpus) workers land on different GPUs. Without GPUs, one of n_jobs CPU slots."""
+    global _slot, _slot_fd
+    if _slot is not None:
+        return _slot
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    pairs = [(s, g) for s in range(jobs_per_gpu) for g in gpus] if gpus else [(s, None) for s in range(n_jobs)]
+    for s, g in pairs:
+        fd = _try_lock(lock_dir / (f"gpu{g}-slot{s}.lock" if g is not None else f"cpu-slot{s}.lock"))
+        if fd is not None:
+            _slot, _slot_fd = {"gpu": g, "slot": s, "locked": True}, fd
+            break
+    else:  # more workers than slots (hydra.launcher.n_jobs set by hand): share, but say so
+        s, g = pairs[os.getpid() % len(pairs)]
+        warnings.warn(f"all {len(pairs)} GPU slots are taken (more parallel jobs than GPUs x jobs_per_gpu); "
+                      f"this worker shares GPU {g}")
+        _slot = {"gpu": g, "slot": s, "locked": False}
+    if _slot["gpu"] is not None:
+        try:
+            import torch
+
+            if torch.cuda.is_initialized():
+                warnings.warn("CUDA was initialised before the GPU slot was taken: CUDA_VISIBLE_DEVICES "
+                              "cannot take effect in this worker")
+        except Exception:
+            pass
+        os.environ["CUDA_VISIBLE_DEVICES"] = _slot["gpu"]
+    threads = max(1, cpu_cores() // max(1, n_jobs))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except Exception:
+        pass
+    _slot["threads"] = threads
+    return _slot
+
+
+# ------------------------------------------------------------------------------ live status
+def count_jobs(config: DictConfig) -> int | None:
+    """Jobs the basic sweeper will launch for this command (None for other sweepers)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not str(config.hydra.sweeper._target_).endswith("BasicSweeper"):
+            return None
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        params = config.hydra.sweeper.get("params") or {}
+        overrides += [f"{k}={v}" for k, v in params.items()]
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    except Exception:
+        return None
+
+
+def sweep_state(sweep_dir: Path, since: float) -> dict[str, list[str]]:
+    """Run folders by state, judged from files: a job started in this invocation rewrote its
+    .hydra/overrides.yaml; it finished once its metrics.json is newer than that. A completed
+    metrics.json from before this invocation is kept (resume=true skips the job)."""
+    state = {"done": [], "kept": [], "failed": [], "diverged": [], "running": []}
+    for ov in sweep_dir.rglob(".hydra/overrides.yaml"):
+        run = ov.parent.parent
+        mj = run / "metrics.json"
+        try:
+            started = ov.stat().st_mtime >= since
+            m_time = mj.stat().st_mtime if mj.exists() else None
+            status = json.loads(mj.read_text()).get("status") if m_time is not None else None
+        except (OSError, ValueError):
+            continue
+        name = run.relative_to(sweep_dir).as_posix()
+        if m_time is not None and m_time >= since:
+            state["done" if status == "completed" else ("diverged" if status == "diverged" else "failed")].append(name)
+        elif status == "completed":
+            state["kept"].append(name)
+        elif started:
+            state["running"].append(name)
+    return state
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class LiveStatus(threading.Thread):
+    """Prints '[sweep] 4/12 done · 2 running · 1 failed · ETA 0:03:10' whenever it changes (and
+    every ``heartbeat_s``). One line at a time on stderr: parallel jobs print too, so a redrawn
+    panel would be torn apart."""
+
+    def __init__(self, sweep_dir: Path, total: int | None, interval_s: float = 2.0, heartbeat_s: float = 60.0):
+        super().__init__(name="sweep-status", daemon=True)
+        self.sweep_dir, self.total, self.interval_s, self.heartbeat_s = sweep_dir, total, interval_s, heartbeat_s
+        self.start_time = time.time()
+        self.stop_event = threading.Event()
+        self._last, self._last_print = None, 0.0
+        self.console = _console()
+
+    def line(self) -> str:
+        st = sweep_state(self.sweep_dir, self.start_time)
+        finished_now = len(st["done"]) + len(st["failed"]) + len(st["diverged"])
+        finished = finished_now + len(st["kept"])
+        total = self.total if self.total is not None else finished + len(st["running"])
+        parts = [f"[bold]{finished}/{total}[/bold] finished", f"{len(st['running'])} running"]
+        if st["kept"]:
+            parts.append(f"{len(st['kept'])} kept from before (resume)")
+        parts.append(f"[red]{len(st['failed'])} failed[/red]" if st["failed"] else "0 failed")
+        if st["diverged"]:
+            parts.append(f"[yellow]{len(st['diverged'])} diverged[/yellow]")
+        elapsed = time.time() - self.start_time
+        parts.append(f"elapsed {_hms(elapsed)}")
+        remaining = total - finished
+        if finished_now and remaining > 0:
+            parts.append(f"ETA {_hms(elapsed / finished_now * remaining)}")
+        return "[cyan]\\[sweep][/cyan] " + " · ".join(parts)
+
+    def show(self, force: bool = False) -> None:
+        try:
+            text = self.line()
+        except Exception:
+            return
+        now = time.time()
+        if force or text.split(" · elapsed")[0] != self._last or now - self._last_print >= self.heartbeat_s:
+            self.console.print(text)
+            self._last, self._last_print = text.split(" · elapsed")[0], now
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            self.show()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.is_alive():
+            self.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------- callback
+class SweepCallback(Callback):
+    """See the module docstring. Options (conf/hydra/default.yaml, ``hydra.callbacks.sweep.*``):
+    report, metric, by, live, interval_s, heartbeat_s, fail_on."""
+
+    def __init__(self, report: bool = True, metric: str = "test/acc", by: list[str] | None = None, live: bool = True,
+                 interval_s: float = 2.0, heartbeat_s: float = 60.0, fail_on: list[str] | None = None) -> None:
+        self.report, self.metric, self.by = report, metric, list(by) if by else None
+        self.live, self.interval_s, self.heartbeat_s = live, interval_s, heartbeat_s
+        self.fail_on = list(fail_on) if fail_on is not None else ["failed", "diverged"]
+        self._status: LiveStatus | None = None
+
+    def __getstate__(self) -> dict:  # the launcher pickles callbacks to its workers: no thread
+        return {k: v for k, v in self.__dict__.items() if k != "_status"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._status = None
+
+    # ------------------------------------------------------------------ launching process
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if _is_parallel(config):
+            n_jobs = int(config.hydra.launcher.n_jobs)
+            n_jobs = cpu_cores() if n_jobs < 0 else n_jobs
+            gpus = visible_gpus()
+            os.environ[ENV_GPUS] = ",".join(gpus)
+            os.environ[ENV_N_JOBS] = str(n_jobs)
+            os.environ[ENV_PER_GPU] = str(int(OmegaConf.select(config, "jobs_per_gpu", default=1) or 1))
+            os.environ[ENV_PARENT] = str(os.getpid())
+            os.environ.setdefault(ENV_SLOT_DIR, str(Path(tempfile.gettempdir()) /
+                                                    f"imgcls-gpu-slots-{os.getuid()}-{os.getpid()}"))
+            where = f"GPUs {','.join(gpus)} x {os.environ[ENV_PER_GPU]} job(s) each" if gpus else \
+                f"CPU only, {max(1, cpu_cores() // n_jobs)} torch thread(s) per job"
+            _console().print(f"[cyan]\\[sweep][/cyan] {n_jobs} parallel job(s): {where}; outputs in {sweep_dir}")
+        if self.live:
+            self._status = LiveStatus(sweep_dir, count_jobs(config), self.interval_s, self.heartbeat_s)
+            self._status.start()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if self._status is not None:
+            self._status.stop()
+            self._status.show(force=True)
+        console = _console()
+        if self.report:
+            try:
+                from src.report import write_report
+
+                write_report(sweep_dir, self.metric, self.by, console=console, show_problems=False)
+                console.print(f"[cyan]\\[sweep][/cyan] table and figures in {sweep_dir}/summary.md, summary.csv, "
+                              f"summary_bar.png, curves.png")
+            except Exception as e:  # a broken report must not hide the sweep's outcome
+                console.print(f"[red]\\[sweep] report failed:[/red] {type(e).__name__}: {e}")
+        bad = _bad_runs(sweep_dir, self.fail_on)
+        if bad:
+            console.print(f"[red]\\[sweep] {len(bad)} job(s) did not complete:[/red]")
+            for run, status, error in bad:
+                console.print(f"  [red]{status}[/red] {run}: {error or ''}", soft_wrap=True)
+            console.print("[red]\\[sweep] exiting with status 1[/red] (rerun the same command with resume=true "
+                          "to keep completed jobs and retry the rest)")
+            sys.stdout.flush()
+            raise SystemExit(1)
+
+    # ---------------------------------------------------------------------------- each job
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_parallel(config) or os.environ.get(ENV_PARENT) in (None, str(os.getpid())):
+            return  # not a parallel-launcher worker (single run, sequential sweep, SLURM, Ray)
+        gpus = [g for g in os.environ.get(ENV_GPUS, "").split(",") if g]
+        slot = take_slot(gpus, int(os.environ.get(ENV_PER_GPU, "1")), int(os.environ.get(ENV_N_JOBS, "1")),
+                         Path(os.environ[ENV_SLOT_DIR]))
+        _write_job_record(config, {**slot, "pid": os.getpid(), "start": time.time(), "end": None})
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if _slot is None:
+            return
+        path = _job_record_path(config)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError, TypeError):
+            return
+        record["end"] = time.time()
+        _write_json(path, record)
+
+
+def _is_parallel(config: DictConfig) -> bool:
+    from hydra.types import RunMode
+
+    try:
+        mode = config.hydra.mode
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    except Exception:
+        return False
+    return mode == RunMode.MULTIRUN and "joblib" in target.lower()
+
+
+def _job_record_path(config: DictConfig) -> Path:
+    return Path(str(config.hydra.runtime.output_dir)) / "sweep_job.json"
+
+
+def _write_job_record(config: DictConfig, record: dict) -> None:
+    try:
+        _write_json(_job_record_path(config), record)
+    except OSError:
+        pass
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _bad_runs(sweep_dir: Path, statuses: list[str]) -> list[tuple[str, str, str | None]]:
+    out = []
+    for mj in sorted(sweep_dir.rglob("metrics.json")):
+        try:
+            data = json.loads(mj.read_text())
+        except (OSError, ValueError):
+            out.append((mj.parent.relative_to(sweep_dir).as_posix(), "failed", "unreadable metrics.json"))
+            continue
+        if data.get("status") in statuses:
+            out.append((mj.parent.relative_to(sweep_dir).as_posix(), data["status"], data.get("error")))
+    return out
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
