@@ -223,3 +223,30 @@ def test_kill_9_mid_epoch_then_resume_from_last(tmp_path):
     log = pd.read_csv(run_dir / "csv" / "metrics.csv")
     val_epochs = log.dropna(subset=["val/acc"])["epoch"].astype(int).tolist()
     assert val_epochs == [0, 1, 2]  # every epoch once: none lost, none repeated
+
+
+class _Payload:
+    """An object a malicious checkpoint would smuggle in: unpickling it must be refused."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoints_load_with_weights_only(fake_data, tmp_path):
+    cfg = compose_cfg(["model=lenet5", "data=mnist", *QUICK], tmp_path, fake_data)
+    train(cfg)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["evil"] = _Payload()
+    torch.save(ckpt, last)
+    (tmp_path / "metrics.json").unlink()
+    resumed = compose_cfg(["model=lenet5", "data=mnist", *QUICK, "trainer.max_epochs=2", "ckpt_path=last"],
+                          tmp_path, fake_data)
+    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+        train(resumed)
+
+
+def test_readme_tensorboard_binds_to_localhost():
+    readme = (ROOT / "README.md").read_text()
+    commands = [ln for ln in readme.splitlines() if ln.strip().startswith("tensorboard ")]
+    assert commands and all("--host 127.0.0.1" in c or "--host localhost" in c for c in commands)
