@@ -17,8 +17,10 @@ In each job (a loky worker of the parallel launcher, conf/hydra/launcher/paralle
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -274,8 +276,10 @@ class SweepCallback(Callback):
             os.environ[ENV_N_JOBS] = str(n_jobs)
             os.environ[ENV_PER_GPU] = str(int(OmegaConf.select(config, "jobs_per_gpu", default=1) or 1))
             os.environ[ENV_PARENT] = str(os.getpid())
-            os.environ.setdefault(ENV_SLOT_DIR, str(Path(tempfile.gettempdir()) /
-                                                    f"imgcls-gpu-slots-{os.getuid()}-{os.getpid()}"))
+            if ENV_SLOT_DIR not in os.environ:  # one folder per launching process, removed when it exits
+                os.environ[ENV_SLOT_DIR] = str(Path(tempfile.gettempdir()) /
+                                               f"imgcls-gpu-slots-{os.getuid()}-{os.getpid()}")
+                atexit.register(shutil.rmtree, os.environ[ENV_SLOT_DIR], ignore_errors=True)
             where = f"GPUs {','.join(gpus)} x {os.environ[ENV_PER_GPU]} job(s) each" if gpus else \
                 f"CPU only, {max(1, cpu_cores() // n_jobs)} torch thread(s) per job"
             _console().print(f"[cyan]\\[sweep][/cyan] {n_jobs} parallel job(s): {where}; outputs in {sweep_dir}")
