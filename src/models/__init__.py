@@ -34,3 +34,7 @@ __all__ = [
     "VGG",
     "WideResNet",
 ]
+
+from src.models.deep_plain import DeepCNN, DeepMLP  # noqa: E402  (plain deep nets: the depth study)
+
+__all__ += ["DeepCNN", "DeepMLP"]
