@@ -26,7 +26,8 @@ def check_group_choices(argv: list[str]) -> None:
         raise UserError(" ".join(str(e).split())) from None
     for o in overrides:
         group = o.key_or_group
-        if o.is_delete() or o.package or not (CONF_DIR / group).is_dir():
+        # hydra/... groups also hold Hydra's own options (hydra/launcher=joblib): Hydra checks those
+        if o.is_delete() or o.package or group.startswith("hydra") or not (CONF_DIR / group).is_dir():
             continue
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
         for v in values:

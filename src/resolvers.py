@@ -1,6 +1,7 @@
 """OmegaConf resolvers used by conf/ (registered on import, before Hydra composes)."""
 from __future__ import annotations
 
+import hashlib
 import re
 
 import torch
@@ -8,16 +9,20 @@ from omegaconf import OmegaConf
 
 
 def auto_precision() -> str:
-    """bf16 mixed precision where the GPU supports it, fp32 elsewhere (the CPU)."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    """bf16 mixed precision on a GPU that has bf16 units (compute capability 8.0+), fp32 elsewhere.
+    Reads the capability, which allocates nothing on the GPU (a sweep's parent process composes too)."""
+    if torch.cuda.is_available() and torch.cuda.get_device_capability(0) >= (8, 0):
         return "bf16-mixed"
     return "32-true"
 
 
 def setting_dir(override_dirname: str) -> str:
-    """A sweep's overrides as one safe folder name ("default" when only the seed is swept)."""
+    """A sweep's overrides as one safe folder name ("default" when only the seed is swept). Long
+    names are cut with a hash of the whole, so settings that differ late never share a folder."""
     name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname or "")
-    return name[:180] or "default"
+    if len(name) > 180:
+        name = f"{name[:170]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name or "default"
 
 
 def run_suffix(override_dirname: str) -> str:

@@ -6,6 +6,8 @@ on the CPU, where compiling costs more than it saves for short runs.
 """
 from __future__ import annotations
 
+import os
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -50,8 +52,14 @@ class SpeedUp(Callback):
 
 def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
                   **kwargs) -> L.Trainer:
-    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for."""
+    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
+    In a parallel sweep's worker there is no progress bar: the jobs share one terminal."""
     if benchmark is None:
         benchmark = not deterministic
     callbacks = [*(callbacks or []), SpeedUp(compile, channels_last)]
+    if os.environ.get("IMGCLS_SWEEP_PARENT_PID"):
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        kwargs["enable_progress_bar"] = False
     return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)
