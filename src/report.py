@@ -2,6 +2,7 @@
 
     python -m src.report outputs/multirun/2026-11-23/10-00-00
     python -m src.report <sweep_dir> --metric val/acc_best --by model activation
+    python -m src.report <sweep_dir> --plot-vs model.depth --train-vs-test
 
 Reads every ``metrics.json`` below the sweep directory (and notices run folders that never wrote
 one), groups the runs by the overrides that differ between them (the seed, paths and run-control
@@ -12,7 +13,13 @@ keys aside) and writes into the sweep directory:
   missing counts and the mean epoch time, rows in the order the sweep's command line gave;
 - ``summary_bar.png``: mean ± std per setting;
 - ``curves.png``: validation accuracy and loss per epoch, mean line and ±std band per setting,
-  from each run's ``csv/metrics.csv``.
+  from each run's ``csv/metrics.csv``;
+- ``vs_<key>.png`` / ``.csv`` (``--plot-vs model.depth``, and by itself for every numeric key swept
+  over at least 3 values): the metric against that key, one line per value of the other keys;
+- ``train_vs_test.png`` / ``.csv`` (``--train-vs-test``): train and validation loss and accuracy
+  per epoch per setting, to see over-fitting.
+
+The figures live in :mod:`src.report_figures`; per-class accuracy and confusion in :mod:`src.per_class`.
 """
 from __future__ import annotations
 
@@ -147,6 +154,7 @@ class Summary:
     runs: pd.DataFrame               # one row per run, with a "setting" label
     percent: bool
     problems: pd.DataFrame = field(default_factory=pd.DataFrame)
+    files: list[str] = field(default_factory=list)  # written by write_report, in order
 
     @property
     def n_failed(self) -> int:
@@ -311,47 +319,15 @@ def print_table(s: Summary, console=None, show_problems: bool = True) -> None:
         console.print(f"[red]{p['status']}[/red] {p['run']}: {p['error'] or ''}", highlight=False, soft_wrap=True)
 
 
-# ------------------------------------------------------------------------------------- figures
+# -------------------------------------------------------------------------------- epoch logs
 def _label(s: Summary, setting: str) -> str:
     return setting if len(s.keys) != 1 else setting.split("=", 1)[1]
 
 
-def bar_chart(s: Summary, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = s.table
-    scale = 100 if s.percent else 1
-    mean, std = t["mean"] * scale, t["std"].fillna(0) * scale
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(t) + 2), 4), layout="constrained")
-    x = range(len(t))
-    bars = ax.bar(x, mean.fillna(0), yerr=std, capsize=4, color="tab:blue", alpha=0.8,
-                  error_kw={"elinewidth": 1.2})
-    for b, m, sd in zip(bars, mean, std):
-        if pd.notna(m):
-            ax.annotate(f"{m:.2f}" if s.percent else f"{m:.3f}", (b.get_x() + b.get_width() / 2, m + sd),
-                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
-        else:
-            ax.annotate("no completed run", (b.get_x() + b.get_width() / 2, 0), xytext=(0, 3),
-                        textcoords="offset points", ha="center", fontsize=8, color="tab:red", rotation=90)
-    ax.set_xticks(list(x), [_label(s, v) for v in t["setting"]], rotation=30 if len(t) > 4 else 0, ha="right"
-                  if len(t) > 4 else "center")
-    if mean.notna().any():  # zoom in on the differences; accuracies near 100 % would all look alike
-        lo, hi = float((mean - std).min()), float((mean + std).max())
-        pad = max(hi - lo, 1e-3 * max(abs(hi), 1)) * 0.6
-        ax.set_ylim(max(0.0, lo - pad) if s.percent or lo >= 0 else lo - pad, hi + pad)
-    ax.set_ylabel(s.metric + (" (%)" if s.percent else ""))
-    ax.set_xlabel(", ".join(s.keys) if len(s.keys) == 1 else "setting")
-    ax.set_title(f"{s.metric}: mean ± std over seeds (n = {', '.join(map(str, t['n']))})", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def epoch_curves(s: Summary) -> pd.DataFrame:
-    """Per completed run and epoch, the last logged val/acc and val/loss (long format)."""
+def epoch_curves(s: Summary, cols: tuple[str, ...] = ("val/acc", "val/loss")) -> pd.DataFrame:
+    """Per completed run and epoch, the last logged value of each of ``cols`` (long format: epoch,
+    the columns, setting, run). Train and validation values sit on different rows of Lightning's
+    CSV log; per epoch each column keeps its last non-empty value."""
     frames = []
     for _, run in s.runs[s.runs["status"] == "completed"].iterrows():
         csv = s.sweep_dir / run["run"] / "csv" / "metrics.csv"
@@ -359,67 +335,45 @@ def epoch_curves(s: Summary) -> pd.DataFrame:
             df = pd.read_csv(csv)
         except (OSError, ValueError, pd.errors.EmptyDataError):
             continue
-        cols = [c for c in ("val/acc", "val/loss") if c in df.columns]
-        if "epoch" not in df.columns or not cols:
+        present = [c for c in cols if c in df.columns]
+        if "epoch" not in df.columns or not present:
             continue
-        per_epoch = df.dropna(subset=cols, how="all").groupby("epoch")[cols].last().reset_index()
+        per_epoch = df.dropna(subset=present, how="all").groupby("epoch")[present].last().reset_index()
+        per_epoch["epoch"] = per_epoch["epoch"].astype(int)
         per_epoch["setting"], per_epoch["run"] = run["setting"], run["run"]
         frames.append(per_epoch)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def curves_chart(s: Summary, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.ticker import MaxNLocator
-
-    curves = epoch_curves(s)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for ax, col, label in ((axes[0], "val/acc", "validation accuracy (%)"), (axes[1], "val/loss", "validation loss")):
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        if curves.empty or col not in curves.columns:
-            ax.text(0.5, 0.5, "no CSV logs", transform=ax.transAxes, ha="center")
-            continue
-        scale = 100 if col == "val/acc" else 1
-        for setting in s.table["setting"]:  # table order, so colours match the bar chart's order
-            g = curves[curves["setting"] == setting].groupby("epoch")[col].agg(["mean", "std", "count"])
-            if g.empty:
-                continue
-            m, sd = g["mean"] * scale, g["std"].fillna(0) * scale
-            label = f"{_label(s, setting)} (n={int(g['count'].max())})"
-            if len(g) == 1:  # one epoch: a band would have no width
-                ax.errorbar(g.index + 1, m, yerr=sd, fmt="o", capsize=4, label=label)
-                continue
-            ax.plot(g.index + 1, m, marker="o" if len(g) < 12 else None, ms=3, label=label)
-            ax.fill_between(g.index + 1, m - sd, m + sd, alpha=0.2)
-        if curves["epoch"].max() < 1:
-            ax.set_xticks([1])
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{s.sweep_dir.name}: mean ± std over seeds per setting", fontsize=10)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------------ writing
 def write_report(sweep_dir: Path, metric: str = "test/acc", by: list[str] | None = None, out_dir: Path | None = None,
-                 plots: bool = True, console=None, show: bool = True, show_problems: bool = True) -> Summary:
+                 plots: bool = True, console=None, show: bool = True, show_problems: bool = True,
+                 plot_vs: list[str] | None = None, train_vs_test: bool = False) -> Summary:
+    """The table and figures. ``plot_vs``: keys to plot the metric against (``vs_<key>.png/.csv``);
+    None picks every swept numeric key with at least 3 values, [] none. ``train_vs_test``: also
+    ``train_vs_test.png/.csv``. The files written are listed in ``Summary.files``."""
+    from src import report_figures as figs
+
     s = summarize(sweep_dir, metric, by)
     out = Path(out_dir or sweep_dir)
+    keys = plot_vs if plot_vs is not None else (figs.auto_vs_keys(s) if plots else [])
+    vs = {x: figs.vs_table(s, x) for x in keys}  # bad keys fail here, before anything is written
+    tvt = figs.train_vs_test_table(s) if train_vs_test else None
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(markdown(s))
     csv = s.table.copy()
     shown = [mean_std(m, d, s.percent) for m, d in zip(csv["mean"], csv["std"])]
     csv.insert(csv.columns.get_loc("mean"), "mean_std", shown)
     csv.to_csv(out / "summary.csv", index=False)
+    s.files += ["summary.md", "summary.csv"]
     if plots:
-        bar_chart(s, out / "summary_bar.png")
-        curves_chart(s, out / "curves.png")
+        figs.bar_chart(s, out / "summary_bar.png")
+        figs.curves_chart(s, out / "curves.png")
+        s.files += ["summary_bar.png", "curves.png"]
+    for x, table in vs.items():
+        s.files += figs.write_vs(s, table, x, out)
+    if train_vs_test:
+        s.files += figs.write_train_vs_test(s, out, tvt)
     if show:
         print_table(s, console, show_problems)
     return s
@@ -431,18 +385,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="test/acc", help="metrics.json key to aggregate (default: test/acc)")
     p.add_argument("--by", nargs="+", metavar="KEY", help="group by these keys (default: every swept key but the seed)")
     p.add_argument("--out", type=Path, help="write the files here instead of the sweep directory")
-    p.add_argument("--no-plots", action="store_true", help="only summary.md and summary.csv")
+    p.add_argument("--no-plots", action="store_true", help="only summary.md and summary.csv (and what is asked below)")
+    p.add_argument("--plot-vs", nargs="+", metavar="KEY", help="plot the metric against this numeric swept key, one "
+                   "line per value of the other keys: vs_<KEY>.png/.csv (default: every numeric key swept over >= 3 "
+                   "values)")
+    p.add_argument("--train-vs-test", action="store_true", help="also train_vs_test.png/.csv: train and "
+                   "validation (= test split by default) loss and accuracy per epoch per setting")
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
         print(f"error: {a.sweep_dir} is not a directory", file=sys.stderr)
         return 2
     try:
-        s = write_report(a.sweep_dir, a.metric, a.by, a.out, plots=not a.no_plots)
-    except (FileNotFoundError, KeyError) as e:
+        s = write_report(a.sweep_dir, a.metric, a.by, a.out, plots=not a.no_plots, plot_vs=a.plot_vs,
+                         train_vs_test=a.train_vs_test)
+    except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    out = a.out or a.sweep_dir
-    print(f"wrote {out}/summary.md, summary.csv" + ("" if a.no_plots else ", summary_bar.png, curves.png"))
+    print(f"wrote {a.out or a.sweep_dir}/{', '.join(s.files)}")
     if s.n_failed:
         print(f"{s.n_failed} run(s) did not complete (listed in summary.md)", file=sys.stderr)
     return 0

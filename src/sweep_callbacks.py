@@ -249,11 +249,13 @@ class LiveStatus(threading.Thread):
 # ---------------------------------------------------------------------------------- callback
 class SweepCallback(Callback):
     """See the module docstring. Options (conf/hydra/default.yaml, ``hydra.callbacks.sweep.*``):
-    report, metric, by, live, interval_s, heartbeat_s, fail_on."""
+    report, metric, by, plot_vs, train_vs_test, live, interval_s, heartbeat_s, fail_on."""
 
     def __init__(self, report: bool = True, metric: str = "test/acc", by: list[str] | None = None, live: bool = True,
-                 interval_s: float = 2.0, heartbeat_s: float = 60.0, fail_on: list[str] | None = None) -> None:
+                 interval_s: float = 2.0, heartbeat_s: float = 60.0, fail_on: list[str] | None = None,
+                 plot_vs: list[str] | None = None, train_vs_test: bool = False) -> None:
         self.report, self.metric, self.by = report, metric, list(by) if by else None
+        self.plot_vs, self.train_vs_test = (list(plot_vs) if plot_vs is not None else None), train_vs_test
         self.live, self.interval_s, self.heartbeat_s = live, interval_s, heartbeat_s
         self.fail_on = list(fail_on) if fail_on is not None else ["failed", "diverged"]
         self._status: LiveStatus | None = None
@@ -297,9 +299,15 @@ class SweepCallback(Callback):
             try:
                 from src.report import write_report
 
-                write_report(sweep_dir, self.metric, self.by, console=console, show_problems=False)
-                console.print(f"[cyan]\\[sweep][/cyan] table and figures in {sweep_dir}/summary.md, summary.csv, "
-                              f"summary_bar.png, curves.png")
+                kwargs = dict(console=console, show_problems=False, plot_vs=self.plot_vs)
+                try:
+                    s = write_report(sweep_dir, self.metric, self.by, train_vs_test=self.train_vs_test, **kwargs)
+                except FileNotFoundError as e:  # no CSV logs for train_vs_test: still the table
+                    if not self.train_vs_test:
+                        raise
+                    console.print(f"[yellow]\\[sweep] {e}[/yellow]")
+                    s = write_report(sweep_dir, self.metric, self.by, **kwargs)
+                console.print(f"[cyan]\\[sweep][/cyan] table and figures in {sweep_dir}/{', '.join(s.files)}")
             except Exception as e:  # a broken report must not hide the sweep's outcome
                 console.print(f"[red]\\[sweep] report failed:[/red] {type(e).__name__}: {e}")
         bad = _bad_runs(sweep_dir, self.fail_on)
