@@ -47,10 +47,13 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = build_loss(loss, num_classes, label_smoothing)
         # keyed "train_"... because nn.Module already has an attribute named "train"
-        self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES})
-        self.loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        # validate_args=False and nan_strategy="disable": their checks read values on the host,
+        # one GPU sync per step (a NaN loss is caught by the divergence check instead)
+        self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+                                  for s in STAGES})
+        self.loss = nn.ModuleDict({f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
         self.val_acc_best = MaxMetric()
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         # Plain Python state for metrics.json; filled once per epoch, never per step.
         self.best_val_epoch: int | None = None
         self.clock = RunClock()
@@ -68,7 +71,7 @@ class ClassifierModule(L.LightningModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         self.acc[stage + "_"].update(logits.detach(), y)
-        self.loss[stage + "_"].update(loss.detach(), weight=y.shape[0])
+        self.loss[stage + "_"].update(loss.detach().expand(y.shape[0]))  # batch-size weighted, no host copy
         return loss, logits
 
     def training_step(self, batch, batch_idx):
