@@ -31,6 +31,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from src.results import write_json
 
 ENV_GPUS = "IMGCLS_SWEEP_GPUS"         # the parent's GPU ids, comma-separated ("" = CPU only)
 ENV_N_JOBS = "IMGCLS_SWEEP_N_JOBS"     # parallel jobs of the sweep
@@ -338,7 +339,7 @@ class SweepCallback(Callback):
         except (OSError, ValueError, TypeError):
             return
         record["end"] = time.time()
-        _write_json(path, record)
+        write_json(path, record)
 
 
 def _is_parallel(config: DictConfig) -> bool:
@@ -358,12 +359,12 @@ def _job_record_path(config: DictConfig) -> Path:
 
 def _write_job_record(config: DictConfig, record: dict) -> None:
     try:
-        _write_json(_job_record_path(config), record)
+        write_json(_job_record_path(config), record)
     except OSError:
         pass
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
