@@ -68,8 +68,20 @@ def check_jobs(argv: list[str]) -> None:
             except Exception as e:
                 raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job` for the keys)") from None
             validate(cfg)
+            _check_activation(cfg)
     GlobalHydra.instance().clear()
     _check_writable(argv)
+
+
+def _check_activation(cfg) -> None:
+    """Build the activation once: a refused formula or a wrong parameter fails before any data."""
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(cfg.activation)
+    except Exception as e:
+        cause = user_error_in(e)
+        raise UserError(str(cause) if cause else " ".join(str(e).split())) from None
 
 
 def _check_writable(argv: list[str]) -> None:

@@ -9,5 +9,5 @@ class DataError(UserError):
     """A dataset is missing, incomplete or corrupt."""
 
 
-class ConfigError(UserError):
-    """A config value or choice is wrong."""
+class ConfigError(UserError, ValueError):
+    """A config value or choice is wrong (a ValueError too, for code that builds models directly)."""

@@ -53,6 +53,17 @@ def test_bad_override_is_refused_in_one_line(override, expected):
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["activation=formula", 'activation.expr="x*foo(x)"'], "unknown function 'foo'"),
+    (["activation=formula", "activation.expr=\"__import__('os')\""], "formula"),
+    (["activation=taylor", "activation.order=0"], "activation 'taylor'"),
+])
+def test_bad_activation_is_refused_before_any_data(args, expected):
+    with pytest.raises(UserError) as e:
+        check_jobs(args)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
 def test_every_job_of_a_sweep_is_checked_first():
     with pytest.raises(UserError, match=r"optimizer.lr=-1 is not valid"):
         check_jobs(["-m", "optimizer.lr=0.1,-1", "activation=relu,tanh"])

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.errors import ConfigError
+
 ActivationFactory = Callable[[], nn.Module]
 
 
@@ -130,20 +132,25 @@ def activation_factory(name: str, **kwargs) -> ActivationFactory:
     """
     key = name.lower()
     if key not in _REGISTRY:
-        raise ValueError(
+        raise ConfigError(
             f"unknown activation '{name}': choose one of {', '.join(available_activations())}"
         )
     params = {**_DEFAULT_KWARGS.get(key, {}), **kwargs}
     allowed = _parameters(_REGISTRY[key])
     unknown = [] if allowed is None else sorted(set(params) - set(allowed) - {"inplace"})
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"activation '{key}' has no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters: {', '.join(allowed) or 'none'}"
         )
     # inplace activations break when a model reuses the pre-activation tensor; never default to it.
     factory = functools.partial(_REGISTRY[key], **params)
-    factory()  # validate now (compiled custom activations are cached, so this is cheap later)
+    try:
+        factory()  # validate now (compiled custom activations are cached, so this is cheap later)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"activation '{key}': {e}") from None
     factory.activation_name = key  # type: ignore[attr-defined]
     return factory
 
