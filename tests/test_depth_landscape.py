@@ -19,30 +19,11 @@ from src.models import DeepCNN, DeepMLP
 from src.models.activations import activation_factory
 from src.models.deep_plain import downsample_positions
 from tests.conftest import CONF, QUICK, ROOT, compose_cfg
+from tests.model_checks import BUILTIN_ACTIVATIONS, Marker, n_params, one_thread  # noqa: F401
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared 2-core CPU: one thread is as fast and does not fight the others."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-class Marker(nn.Module):
-    """A ReLU spelt without any activation function: only the factory can have put it there."""
-
-    def forward(self, x):
-        return (x + x.abs()) * 0.5
-
-
-BUILTIN = (nn.ReLU, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SELU, nn.Mish,
-           nn.Hardswish, nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.PReLU)
+pytestmark = pytest.mark.usefixtures("one_thread")
+BUILTIN = BUILTIN_ACTIVATIONS
 
 
 # ================================================================================ the models

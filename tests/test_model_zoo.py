@@ -31,37 +31,14 @@ from src.models import (
 )
 from src.models.residual import add_zero_padded
 from src.models.shakedrop import linear_decay_keep_probs
+from tests.model_checks import BUILTIN_ACTIVATIONS, Marker, n_params, one_thread  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are many small ops: one thread is as fast when the CPU is free and many times faster
-    when other processes share the two cores (idle OpenMP workers spin); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-class Marker(nn.Module):
-    """A ReLU spelt without any activation function, so only the factory can have put it here."""
-
-    def forward(self, x):
-        return (x + x.abs()) * 0.5
-
-
-BUILTIN_ACTIVATIONS = (
-    nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.SiLU, nn.Mish, nn.GELU,
-    nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.PReLU, nn.RReLU, nn.Softplus,
-    nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.GLU,
-)
 # Every leaf module a zoo model may contain; anything else (a hidden activation, say) fails.
 ALLOWED_LEAVES = (
     nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Identity, nn.Dropout, nn.Flatten, nn.ZeroPad2d,
