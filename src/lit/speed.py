@@ -6,6 +6,7 @@ on the CPU, where compiling costs more than it saves for short runs.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import lightning as L
@@ -50,10 +51,17 @@ class SpeedUp(Callback):
             pl_module.compiled = True
 
 
+def _no_cloud_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")  # Lightning's ads for its cloud services, every run
+
+
 def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
                   **kwargs) -> L.Trainer:
     """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
     In a parallel sweep's worker there is no progress bar: the jobs share one terminal."""
+    for name in ("lightning_utilities.core.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        if _no_cloud_tips not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_no_cloud_tips)
     if benchmark is None:
         benchmark = not deterministic
     callbacks = [*(callbacks or []), SpeedUp(compile, channels_last)]
