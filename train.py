@@ -18,7 +18,7 @@ import src.resolvers  # noqa: F401  (registers the ${auto_precision:} etc. resol
 from src.cli import check_group_choices, check_jobs, one_line_errors
 from src.config_schema import validate
 from src.results import collect, log_hparams, write_json
-from src.runs import FAILED_VALUE, previous_result, recorded_outcome, resume_checkpoint
+from src.runs import FAILED_VALUE, in_multirun, previous_result, recorded_outcome, resume_checkpoint
 
 
 def train(cfg: DictConfig) -> float:
@@ -38,7 +38,8 @@ def train(cfg: DictConfig) -> float:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=_best_or_last(trainer), weights_only=True)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=_best_or_last(trainer), weights_only=True,
+                              verbose=not in_multirun())  # a sweep prints one table at the end instead
 
         metrics = collect(cfg, trainer, module, tested[0], time.perf_counter() - start)
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
