@@ -22,6 +22,7 @@ class Diverged(RuntimeError):
         super().__init__(f"training loss became non-finite at epoch {epoch}, step {step}")
         self.epoch, self.step = epoch, step
 
+
 STAGES = ("train", "val", "test")
 
 
