@@ -364,11 +364,6 @@ def _write_job_record(config: DictConfig, record: dict) -> None:
         pass
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _bad_runs(sweep_dir: Path, statuses: list[str]) -> list[tuple[str, str, str | None]]:

@@ -1,8 +1,6 @@
 """Each on-disk format loads through the one DataModule; bad data is refused in one line."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 

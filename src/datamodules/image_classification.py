@@ -2,7 +2,6 @@
 as uint8 tensors; batches are sliced from it and augmented/normalised batched on the device."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
