@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 
 def n_params(model: nn.Module) -> int:
@@ -23,6 +24,27 @@ BUILTIN_ACTIVATIONS = (
     nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.PReLU, nn.RReLU, nn.Softplus,
     nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.GLU,
 )
+
+# torch functions (by name) that are activations, and those that synchronise with the host.
+ACTIVATION_FUNCS = {
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "hardswish", "hardsigmoid", "silu", "mish",
+    "gelu", "tanh", "tanh_", "sigmoid", "sigmoid_", "leaky_relu", "leaky_relu_", "elu", "elu_",
+    "selu", "celu", "softplus", "logsigmoid", "prelu", "rrelu", "threshold", "glu", "softsign",
+    "tanhshrink",
+}
+HOST_SYNC_FUNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "nonzero", "cpu"}
+
+
+class RecordCalls(TorchFunctionMode):
+    """Every torch function / tensor method called while active, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture

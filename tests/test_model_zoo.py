@@ -4,7 +4,6 @@ conf/model/*.yaml composing and instantiating."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import hydra.utils
 import pytest
@@ -12,9 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-import src.resolvers  # noqa: F401  (${channels_for:} in data=horses_or_humans)
 from src.models import (
     FCN,
     VGG,
@@ -31,10 +28,10 @@ from src.models import (
 )
 from src.models.residual import add_zero_padded
 from src.models.shakedrop import linear_decay_keep_probs
-from tests.model_checks import BUILTIN_ACTIVATIONS, Marker, n_params, one_thread  # noqa: F401
-
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+from tests.conftest import CONF, ROOT
+from tests.model_checks import (  # noqa: F401
+    ACTIVATION_FUNCS, BUILTIN_ACTIVATIONS, HOST_SYNC_FUNCS, Marker, RecordCalls, n_params, one_thread,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,26 +41,6 @@ ALLOWED_LEAVES = (
     nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Identity, nn.Dropout, nn.Flatten, nn.ZeroPad2d,
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, ShakeDrop, Marker,
 )
-# torch functions (by name) that are activations, and those that synchronise with the host.
-ACTIVATION_FUNCS = {
-    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "hardswish", "hardsigmoid", "silu", "mish",
-    "gelu", "tanh", "tanh_", "sigmoid", "sigmoid_", "leaky_relu", "leaky_relu_", "elu", "elu_",
-    "selu", "celu", "softplus", "logsigmoid", "prelu", "rrelu", "threshold", "glu", "softsign",
-    "tanhshrink",
-}
-HOST_SYNC_FUNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "nonzero", "cpu"}
-
-
-class RecordCalls(TorchFunctionMode):
-    """Every torch function / tensor method called while active, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.names: set[str] = set()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.names.add(getattr(func, "__name__", str(func)))
-        return func(*args, **(kwargs or {}))
 
 
 # Small members of each family (same classes and code paths as the configs, fast on a CPU).
