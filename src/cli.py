@@ -68,17 +68,19 @@ def check_jobs(argv: list[str]) -> None:
             except Exception as e:
                 raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job` for the keys)") from None
             validate(cfg)
-            _check_activation(cfg)
+            _check_builds(cfg.activation)
+            _check_builds(cfg.data)
     GlobalHydra.instance().clear()
     _check_writable(argv)
 
 
-def _check_activation(cfg) -> None:
-    """Build the activation once: a refused formula or a wrong parameter fails before any data."""
+def _check_builds(node) -> None:
+    """Build the activation factory / the data module once: their constructors check what the
+    schema cannot (a formula, [low, high] pairs) and read no file, so this fails before any data."""
     from hydra.utils import instantiate
 
     try:
-        instantiate(cfg.activation)
+        instantiate(node)
     except Exception as e:
         cause = user_error_in(e)
         raise UserError(str(cause) if cause else " ".join(str(e).split())) from None

@@ -31,6 +31,7 @@ class DataOptions:
     batch_size: int = opt(int, ge=1)
     eval_batch_size: int = opt(int, ge=1, nullable=True)
     crop_padding: int = opt(int, ge=0, le=64)
+    rotate_degrees: float = opt(NUMBER, ge=0, le=180)
     augment: str = opt(str, choices=("none", "flip", "crop_flip", "scale_rotate", "crop_flip_scale_rotate"))
     train_fraction: float = opt(NUMBER, gt=0, le=1)
     test_fraction: float = opt(NUMBER, gt=0, le=1)

@@ -69,6 +69,12 @@ def test_scale_rotate_runs_in_the_datamodule_in_training_only(fake_data, tmp_pat
     assert torch.allclose(dm.on_after_batch_transfer((x, y), 0)[0], normalize(x, dm.mean, dm.std))
     dm.trainer = SimpleNamespace(training=True)
     assert not torch.allclose(dm.on_after_batch_transfer((x, y), 0)[0], normalize(x, dm.mean, dm.std))
+    # the ranges come from the data config: no rotation and no zoom leave the batch as it was
+    still = ImageClassificationDataModule("cifar10", data_dir=str(fake_data), cache_dir=str(tmp_path),
+                                          augment="scale_rotate", rotate_degrees=0, zoom=[1.0, 1.0],
+                                          verify_counts=False)
+    still.trainer = SimpleNamespace(training=True)
+    assert torch.equal(still.on_after_batch_transfer((x, y), 0)[0], normalize(x, dm.mean, dm.std))
 
 
 def test_input_noise_changes_training_inputs_only():

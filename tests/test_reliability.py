@@ -42,6 +42,9 @@ BAD_OVERRIDES = [
     ("model.dropout=1.0", "model.dropout=1.0"),
     ("seed=-1", "seed=-1"),
     ("scheduler.interval=hourly", "scheduler.interval='hourly'"),
+    ("data.rotate_degrees=200", "data.rotate_degrees=200 is not valid: use a number >= 0 and <= 180"),
+    ("data.zoom=[1.2,0.9]", "data.zoom=[1.2, 0.9] must be [low, high] with 0 < low <= high"),
+    ("data.mean=[0.5,0.5]", "data.mean/std need 1 or 3 values (one per channel), got 2/3"),
     ("data.batchsize=3", "Could not override 'data.batchsize'"),
 ]
 

@@ -62,13 +62,17 @@ def _none(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def build_augment(name: str, padding: int = 4) -> Augment:
+def build_augment(name: str, padding: int = 4, degrees: float = 15.0,
+                  zoom: tuple[float, float] = (0.9, 1.1)) -> Augment:
+    def scale_rotate(x: torch.Tensor) -> torch.Tensor:
+        return random_scale_rotate(x, degrees, zoom)
+
     presets: dict[str, Augment] = {
         "none": _none,
         "flip": lambda x: random_crop_flip(x, crop=False),
         "crop_flip": lambda x: random_crop_flip(x, padding=padding),
-        "scale_rotate": random_scale_rotate,
-        "crop_flip_scale_rotate": lambda x: random_crop_flip(random_scale_rotate(x), padding=padding),
+        "scale_rotate": scale_rotate,
+        "crop_flip_scale_rotate": lambda x: random_crop_flip(scale_rotate(x), padding=padding),
     }
     if name not in presets:
         from src.errors import ConfigError

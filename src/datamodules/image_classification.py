@@ -29,6 +29,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         augment: str = "none",
         crop_padding: int = 4,
+        rotate_degrees: float = 15.0,
+        zoom: Sequence[float] = (0.9, 1.1),
         grayscale: bool = False,
         train_fraction: float = 1.0,
         test_fraction: float = 1.0,
@@ -51,14 +53,20 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size} must be at least 1")
         if val_size < 0:
             raise ConfigError(f"data.val_size={val_size} must be 0 (validate on test) or a count/fraction > 0")
+        zoom = tuple(zoom)
+        if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
+            raise ConfigError(f"data.zoom={list(zoom)} must be [low, high] with 0 < low <= high, e.g. [0.9, 1.1]")
+        if not 0 <= rotate_degrees <= 180:
+            raise ConfigError(f"data.rotate_degrees={rotate_degrees} must be between 0 and 180")
         if len(mean) not in (1, channels) or len(std) not in (1, channels):
-            raise ConfigError(f"data.mean/std need 1 or {channels} values, got {len(mean)}/{len(std)}")
+            allowed = "1 value" if channels == 1 else f"1 or {channels} values"
+            raise ConfigError(f"data.mean/std need {allowed} (one per channel), got {len(mean)}/{len(std)}")
         self.name, self.data_dir, self.cache_dir, self.download = name, Path(data_dir), cache_dir, download
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.grayscale = grayscale
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.augment = build_augment(augment, crop_padding)
+        self.augment = build_augment(augment, crop_padding, rotate_degrees, zoom)
         self.train_fraction, self.test_fraction = train_fraction, test_fraction
         self.val_size, self.merge_val_into_train = val_size, merge_val_into_train
         self.on_device, self.seed, self.verify_counts = on_device, seed, verify_counts

@@ -23,7 +23,7 @@ from pathlib import Path
 import sympy as sp
 import torch
 
-from src.models.pointwise import emit_body, identifier
+from src.models.codegen import emit_body, identifier
 
 BLOCK = 1024
 NUM_WARPS = 4
