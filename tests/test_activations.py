@@ -242,6 +242,52 @@ def test_torch_compile_traces_the_custom_function_in_one_graph():
 
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
+
+def _inductor_kernels(name: str) -> list[str]:
+    """Names of the kernels Inductor generates for a conv-BN-act-conv-BN-act block's forward and
+    backward; the compiled block must match the eager one in output and gradient."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    act, nn = activation_factory(name), torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), act(), nn.Flatten(), nn.Linear(512, 10))
+    eager = copy.deepcopy(model)
+    x = torch.randn(4, 3, 8, 8)
+    ref = eager(x)
+    ref.sum().backward()
+    compiled = torch.compile(model)
+
+    def step():
+        out = compiled(x)
+        out.sum().backward()
+        return out
+
+    out, codes = run_and_get_code(step)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model[0].weight.grad, eager[0].weight.grad, rtol=1e-3, atol=1e-4)
+    return sorted(set(re.findall(r"^(\w+) = async_compile\.", "\n".join(codes), flags=re.M)))
+
+
+@pytest.mark.slow
+def test_inductor_fuses_custom_activations_into_the_neighbouring_kernels():
+    # The compiled path of the speed claim: Inductor must see f and f' as plain pointwise math and
+    # fuse them into batch-norm's forward and backward kernels, as it does for the built-in SiLU
+    # (ReLU is special: its backward saves a mask). Same kernel count as SiLU = no extra memory pass.
+    reference = _inductor_kernels("silu")
+    assert len(reference) >= 4, f"Inductor generated too few kernels for the check to mean anything: {reference}"
+    for name in ("seu", "m_tanh", "formula"):
+        kernels = _inductor_kernels(name)
+        assert len(kernels) == len(reference), (name, kernels, reference)
+        alone = [k for k in kernels if any(op in k for op in ("sigmoid", "exp", "where", "mul"))
+                 and "batch_norm" not in k]
+        assert not alone, f"{name}: activation math left in kernels of its own: {alone}"
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_instantiates_to_a_working_factory(path):
     factory = instantiate(OmegaConf.load(path))
     assert callable(factory) and factory.activation_name == path.stem
