@@ -8,11 +8,12 @@ from typing import Callable
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from src.lit.clock import RunClock
 from src.lit.losses import build_loss, split_decay_groups
+from src.lit.stage_stats import StageStats
 
 
 class Diverged(RuntimeError):
@@ -47,12 +48,9 @@ class ClassifierModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = build_loss(loss, num_classes, label_smoothing)
-        # keyed "train_"... because nn.Module already has an attribute named "train"
-        # validate_args=False and nan_strategy="disable": their checks read values on the host,
-        # one GPU sync per step (a NaN loss is caught by the divergence check instead)
-        self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-                                  for s in STAGES})
-        self.loss = nn.ModuleDict({f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
+        # keyed "train_"... because nn.Module already has an attribute named "train"; accuracy and
+        # loss on the device, read once per epoch (a NaN loss is caught by the divergence check)
+        self.stats = nn.ModuleDict({f"{s}_": StageStats() for s in STAGES})
         self.val_acc_best = MaxMetric()
         self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         # Plain Python state for metrics.json; filled once per epoch, never per step.
@@ -71,8 +69,7 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
-        self.acc[stage + "_"].update(logits.detach(), y)
-        self.loss[stage + "_"].update(loss.detach().expand(y.shape[0]))  # batch-size weighted, no host copy
+        self.stats[stage + "_"].update(logits.detach(), y, loss)
         return loss, logits
 
     def training_step(self, batch, batch_idx):
@@ -118,11 +115,10 @@ class ClassifierModule(L.LightningModule):
 
     # ------------------------------------------------------------------ epoch bookkeeping
     def _log_stage(self, stage: str) -> float:
-        acc = self.acc[stage + "_"].compute()
-        self.log(f"{stage}/acc", acc, sync_dist=True)
-        self.log(f"{stage}/loss", self.loss[stage + "_"].compute(), sync_dist=True)
-        self.acc[stage + "_"].reset()
-        self.loss[stage + "_"].reset()
+        acc, loss = self.stats[stage + "_"].compute()  # already summed over processes
+        self.log(f"{stage}/acc", acc)
+        self.log(f"{stage}/loss", loss)
+        self.stats[stage + "_"].reset()
         return acc
 
     def on_train_epoch_start(self):
@@ -135,8 +131,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
-            self.acc["val_"].reset()
-            self.loss["val_"].reset()
+            self.stats["val_"].reset()
             return
         acc = self._log_stage("val")
         before = self.val_acc_best.compute() if self.val_acc_best.update_count else None

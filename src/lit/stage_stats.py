@@ -1,0 +1,34 @@
+"""Accuracy and mean loss of one stage (train/val/test) as a single torchmetrics Metric.
+
+One update per step adds three device scalars (correct, seen, summed loss): no host copy, a few
+small kernels, and about a third of the Python time of MulticlassAccuracy + MeanMetric, which
+matters when a step takes well under a millisecond (LeNet-5 on a GPU). The states are summed
+across processes, so distributed accuracy and loss are exact, not averages of averages.
+"""
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+
+class StageStats(Metric):
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("correct", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("seen", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("loss_sum", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        """``loss`` is the batch's mean loss: weighted by the batch size, so epochs with a short
+        last batch average over images, not over steps."""
+        self.correct += (logits.argmax(dim=1) == target).sum()
+        self.seen += target.shape[0]
+        self.loss_sum += loss.detach().float() * target.shape[0]
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(accuracy, mean loss); NaN before any update."""
+        seen = self.seen.float()
+        return self.correct / seen, self.loss_sum / seen
