@@ -4,7 +4,9 @@ one device, printed as img/s and ratios (a benchmark, never a timed test).
     python benchmarks/throughput.py --device cuda                  # the H100 table
     python benchmarks/throughput.py --device cpu --quick           # smoke run (CI)
 
-Rows, per workload (ResNet18 on CIFAR-10-shaped data, LeNet-5 on MNIST-shaped data):
+Rows, per workload (ResNet18 on CIFAR-10-shaped data, LeNet-5 on MNIST-shaped data, and a linear
+classifier on MNIST-shaped data, whose step costs almost nothing on the device, so its µs/step is
+the framework's own per-step time: the Lightning overhead that CUDA graphs cannot remove):
   typical loop   torch Dataset of PIL images, DataLoader workers, RandomCrop+flip, fp32
   plain loop     our tensor-resident data + batched augmentation, no Lightning (bf16, channels_last on GPU)
   ours           python train.py's own path (Lightning Trainer, our modules), per trainer.compile mode
@@ -31,15 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from src.compose import compose_config  # noqa: E402
 from src.datamodules.augment import normalize, random_crop_flip  # noqa: E402
 from src.datamodules.loader import TensorBatchLoader  # noqa: E402
-from src.models import LeNet5, ResNet18  # noqa: E402
+from src.models import FCN, LeNet5, ResNet18  # noqa: E402
+
+MNIST_SHAPED = ["data=synthetic", "data.channels=1", "data.image_size=28", "data.augment=none",
+                "data.mean=[0.1307]", "data.std=[0.3081]"]
 
 WORKLOADS = {
     # name: (model overrides, data overrides, model builder, shape, augment)
     "resnet18/cifar10": (["model=resnet18"], ["data=synthetic"], lambda: ResNet18(3, 10), (3, 32, 32), True),
-    "lenet5/mnist": (["model=lenet5", "activation=tanh"],
-                     ["data=synthetic", "data.channels=1", "data.image_size=28", "data.augment=none",
-                      "data.mean=[0.1307]", "data.std=[0.3081]"],
+    "lenet5/mnist": (["model=lenet5", "activation=tanh"], MNIST_SHAPED,
                      lambda: LeNet5(1, 10, "tanh", image_size=28), (1, 28, 28), False),
+    "linear/mnist": (["model=fcn", "model.hidden_sizes=[]"], MNIST_SHAPED,
+                     lambda: FCN(1, 10, image_size=28, hidden_sizes=()), (1, 28, 28), False),
 }
 
 
@@ -168,7 +173,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     quick = args.quick
     sizes = {"resnet18/cifar10": (8 if quick else 512, 48 if quick else 20_480),  # (batch, images)
-             "lenet5/mnist": (64 if quick else 128, 512 if quick else 60_000)}
+             "lenet5/mnist": (64 if quick else 128, 512 if quick else 60_000),
+             "linear/mnist": (64 if quick else 128, 512 if quick else 60_000)}
     if quick:
         global WARMUP
         args.workers, WARMUP = min(args.workers, 2), 1
@@ -185,10 +191,12 @@ def main(argv=None) -> int:
         for mode in args.compile.split(","):
             r = ours(model_ov, data_ov, [f"trainer.compile={mode}"], n, batch, 2, device, tmp)
             rows.append({"workload": wl, "pipeline": f"ours, compile={mode}", **r,
-                         "lightning_overhead": plain / r["img_s"] - 1 if mode == "off" else None})
+                         "lightning_overhead": plain / r["img_s"] - 1 if mode == "off" else None,
+                         "overhead_us": 1e6 * batch * (1 / r["img_s"] - 1 / plain) if mode == "off" else None})
         for r in rows:
             if r["workload"] == wl:
                 r["vs_typical"] = r["img_s"] / base
+                r["us_per_step"] = 1e6 * batch / r["img_s"]
     acts = [a for a in args.activations.split(",") if a]
     if acts and "resnet18/cifar10" in args.workloads:
         model_ov, data_ov, *_ = WORKLOADS["resnet18/cifar10"]
@@ -201,7 +209,7 @@ def main(argv=None) -> int:
             if act == "relu":
                 relu = r["img_s"]
             rows.append({"workload": "resnet18/cifar10", "pipeline": f"ours, activation={act}", **r,
-                         "vs_relu": r["img_s"] / relu if relu else None})
+                         "vs_relu": r["img_s"] / relu if relu else None, "us_per_step": 1e6 * batch / r["img_s"]})
     _print(rows, device)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
@@ -214,16 +222,19 @@ def _print(rows, device) -> None:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     t = Table(title=f"training throughput on {name}")
-    for col in ("workload", "pipeline", "img/s", "x typical", "vs relu", "eval img/s", "compile s", "Lightning overhead"):
+    for col in ("workload", "pipeline", "img/s", "µs/step", "x typical", "vs relu", "eval img/s", "compile s",
+                "Lightning overhead"):
         t.add_column(col, justify="left" if col in ("workload", "pipeline") else "right")
 
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
 
     for r in rows:
-        t.add_row(r["workload"], r["pipeline"], f(r["img_s"], ",.0f"), f(r.get("vs_typical"), ".2f"),
+        t.add_row(r["workload"], r["pipeline"], f(r["img_s"], ",.0f"), f(r.get("us_per_step"), ",.0f"),
+                  f(r.get("vs_typical"), ".2f"),
                   f(r.get("vs_relu"), ".3f"), f(r.get("eval_img_s"), ",.0f"), f(r.get("compile_s"), ".1f"),
-                  f(r.get("lightning_overhead"), "+.1%"))
+                  "" if r.get("lightning_overhead") is None
+                  else f"{r['lightning_overhead']:+.1%} ({r['overhead_us']:+,.0f} µs/step)")
     Console(width=160).print(t)
 
 
