@@ -82,6 +82,16 @@ def test_sweep_runs_every_job_in_parallel_one_job_per_gpu(main_sweep):
     assert statuses == ["completed"] * 6
 
 
+def test_six_jobs_share_one_terminal_quietly(main_sweep):
+    _, p = main_sweep
+    out = p.stdout + p.stderr
+    assert "[sweep] 6/6 finished" in out
+    # no job's own chatter: model summary, Lightning's notes, warnings nobody can act on, test table
+    for noise in ("Total params", "GPU available", "Seed set to", "LeafSpec", "logging interval",
+                  "Restoring states", "Test metric"):
+        assert noise not in out, noise
+
+
 def test_sweep_writes_the_table_from_the_runs_metrics(main_sweep):
     out, p = main_sweep
     for name in ("summary.md", "summary.csv", "summary_bar.png", "curves.png"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import lightning as L
 import torch
@@ -55,13 +56,26 @@ def _no_cloud_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")  # Lightning's ads for its cloud services, every run
 
 
-def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
-                  **kwargs) -> L.Trainer:
-    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
-    In a parallel sweep's worker there is no progress bar: the jobs share one terminal."""
+# Warnings every run printed that no user can act on: Lightning 2.6's own use of a torch API that
+# torch 2.14 deprecates, and the per-step logging interval (we log once per epoch, never per step).
+IRRELEVANT_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                       r"The number of training batches \(\d+\) is smaller than the logging interval")
+
+
+def _quiet() -> None:
     for name in ("lightning_utilities.core.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         if _no_cloud_tips not in logging.getLogger(name).filters:
             logging.getLogger(name).addFilter(_no_cloud_tips)
+    for message in IRRELEVANT_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
+                  **kwargs) -> L.Trainer:
+    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
+    In a parallel sweep's worker there is no progress bar and no model summary: the jobs share one
+    terminal, where the sweep prints its status line (the parameter count is in metrics.json)."""
+    _quiet()
     if benchmark is None:
         benchmark = not deterministic
     callbacks = [*(callbacks or []), SpeedUp(compile, channels_last)]
@@ -70,4 +84,5 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         kwargs["enable_progress_bar"] = False
+        kwargs["enable_model_summary"] = False
     return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)
