@@ -142,3 +142,24 @@ def test_debug_configs(debug, epochs, fake_data, tmp_path):
         loss = log["train/loss"].dropna().to_numpy()
         assert len(loss) == 20 and loss[-1] < 0.5 * loss[0]
         assert log["lr-Adam"].dropna().nunique() == 1
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager(fake_data, tmp_path):
+    """trainer.compile through Lightning: the model is compiled in place (so the best checkpoint
+    loads back into it by its plain parameter names), shapes change between training, a short last
+    batch (120 = 10 x 11 + 10) and evaluation (40 = 2 x 16 + 8), and the result is the eager one up to
+    float rounding."""
+    results = {}
+    for mode in ("off", "default"):
+        out = tmp_path / mode
+        cfg = compose_cfg(["model=lenet5", "data=mnist", "seed=0", "trainer.max_epochs=2", "data.batch_size=11",
+                           "data.eval_batch_size=16", "trainer.num_sanity_val_steps=0",
+                           "trainer.enable_model_summary=false", "~callbacks.progress_bar", f"trainer.compile={mode}"],
+                          out, fake_data)
+        train(cfg)
+        results[mode] = json.loads((out / "metrics.json").read_text())
+    eager, compiled = results["off"], results["default"]
+    assert compiled["status"] == "completed" and compiled["compile_s"] > 0 and not eager["compile_s"]
+    assert compiled["test/loss"] == pytest.approx(eager["test/loss"], rel=1e-4)
+    assert compiled["test/acc"] == pytest.approx(eager["test/acc"], abs=1e-6)
