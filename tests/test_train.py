@@ -145,7 +145,8 @@ def test_debug_configs(debug, epochs, fake_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_run_matches_eager(fake_data, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])  # SAM: two forward passes per step, BN frozen in the 2nd
+def test_compiled_run_matches_eager(optimizer, fake_data, tmp_path):
     """trainer.compile through Lightning: the model is compiled in place (so the best checkpoint
     loads back into it by its plain parameter names), shapes change between training, a short last
     batch (120 = 10 x 11 + 10) and evaluation (40 = 2 x 16 + 8), and the result is the eager one up to
@@ -153,7 +154,8 @@ def test_compiled_run_matches_eager(fake_data, tmp_path):
     results = {}
     for mode in ("off", "default"):
         out = tmp_path / mode
-        cfg = compose_cfg(["model=lenet5", "data=mnist", "seed=0", "trainer.max_epochs=2", "data.batch_size=11",
+        cfg = compose_cfg([f"optimizer={optimizer}", "model=lenet5", "data=mnist", "seed=0", "trainer.max_epochs=2",
+                           "data.batch_size=11",
                            "data.eval_batch_size=16", "trainer.num_sanity_val_steps=0",
                            "trainer.enable_model_summary=false", "~callbacks.progress_bar", f"trainer.compile={mode}"],
                           out, fake_data)
