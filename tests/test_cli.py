@@ -52,3 +52,19 @@ def test_cfg_job_prints_composed_config():
     assert p.returncode == 0, p.stderr
     assert "_target_: src.models.LeNet5" in p.stdout and "name: tanh" in p.stdout
     assert "in_channels: ${data.channels}" in p.stdout
+
+
+def test_sweep_check_composes_once_per_setting_and_still_checks_every_seed(monkeypatch, tmp_path):
+    import hydra
+
+    from src.cli import check_jobs
+    from src.errors import UserError
+
+    calls = []
+    real = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **k: calls.append(k["overrides"]) or real(*a, **k))
+    sweep = ["-m", "activation=relu,tanh", "seed=0,1,2", f"hydra.sweep.dir={tmp_path}"]
+    check_jobs(sweep)
+    assert len(calls) == 2  # 6 jobs, 2 settings: Hydra's ~0.3 s composition is not paid per seed
+    with pytest.raises(UserError, match=r"^seed=-1 is not valid: use an integer >= 0"):
+        check_jobs(["-m", "activation=relu,tanh", "seed=0,-1", f"hydra.sweep.dir={tmp_path}"])
