@@ -28,7 +28,7 @@ def train(cfg: DictConfig) -> float:
     start = time.perf_counter()
     with recorded_outcome(cfg):
         if cfg.get("seed") is not None:  # not `if cfg.get("seed")`: seed 0 is a seed
-            L.seed_everything(cfg.seed, workers=True)
+            L.seed_everything(cfg.seed, workers=True, verbose=not in_multirun())
 
         datamodule = instantiate(cfg.data)
         model = instantiate(cfg.model)  # the activation factory arrives through ${activation}

@@ -196,7 +196,6 @@ def main(argv=None) -> int:
         for r in rows:
             if r["workload"] == wl:
                 r["vs_typical"] = r["img_s"] / base
-                r["us_per_step"] = 1e6 * batch / r["img_s"]
     acts = [a for a in args.activations.split(",") if a]
     if acts and "resnet18/cifar10" in args.workloads:
         model_ov, data_ov, *_ = WORKLOADS["resnet18/cifar10"]
@@ -209,7 +208,9 @@ def main(argv=None) -> int:
             if act == "relu":
                 relu = r["img_s"]
             rows.append({"workload": "resnet18/cifar10", "pipeline": f"ours, activation={act}", **r,
-                         "vs_relu": r["img_s"] / relu if relu else None, "us_per_step": 1e6 * batch / r["img_s"]})
+                         "vs_relu": r["img_s"] / relu if relu else None})
+    for r in rows:
+        r["us_per_step"] = 1e6 * sizes[r["workload"]][0] / r["img_s"]
     _print(rows, device)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))

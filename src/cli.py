@@ -64,6 +64,7 @@ def check_jobs(argv: list[str]) -> None:
     from omegaconf import OmegaConf
 
     GlobalHydra.instance().clear()
+    parser = OverridesParser.create()
     composed: dict[tuple[str, ...], object] = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for job in _job_overrides(argv):
@@ -76,7 +77,7 @@ def check_jobs(argv: list[str]) -> None:
                 except Exception as e:
                     raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job` for the keys)") from None
             cfg = composed[setting]
-            for o in OverridesParser.create().parse_overrides([o for o in job if o.startswith("seed=")]):
+            for o in parser.parse_overrides([o for o in job if o.startswith("seed=")]):
                 OmegaConf.update(cfg, "seed", o.value(), merge=False)
             validate(cfg)
             if new:

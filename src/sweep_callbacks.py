@@ -325,12 +325,6 @@ class SweepCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not _is_parallel(config) or os.environ.get(ENV_PARENT) in (None, str(os.getpid())):
             return  # not a parallel-launcher worker (single run, sequential sweep, SLURM, Ray)
-        import logging
-
-        # Lightning's per-run notes ("Seed set to", "GPU available", "Restoring states") from every
-        # worker would bury the sweep's status line; warnings and errors still show.
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         gpus = [g for g in os.environ.get(ENV_GPUS, "").split(",") if g]
         slot = take_slot(gpus, int(os.environ.get(ENV_PER_GPU, "1")), int(os.environ.get(ENV_N_JOBS, "1")),
                          Path(os.environ[ENV_SLOT_DIR]))

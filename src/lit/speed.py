@@ -73,8 +73,9 @@ def _quiet() -> None:
 def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
                   **kwargs) -> L.Trainer:
     """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
-    In a parallel sweep's worker there is no progress bar and no model summary: the jobs share one
-    terminal, where the sweep prints its status line (the parameter count is in metrics.json)."""
+    In a parallel sweep's worker there is no progress bar, no model summary and no info notes: the
+    jobs share one terminal, where the sweep prints its status line (the parameter count is in
+    metrics.json)."""
     _quiet()
     if benchmark is None:
         benchmark = not deterministic
@@ -85,4 +86,7 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         kwargs["enable_progress_bar"] = False
         kwargs["enable_model_summary"] = False
+        # Lightning's notes ("GPU available", "Restoring states") from every worker would bury the
+        # sweep's status line; warnings and errors still show
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)

@@ -13,7 +13,6 @@ from torchmetrics import Metric
 
 class StageStats(Metric):
     full_state_update = False
-    higher_is_better = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
