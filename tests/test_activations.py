@@ -304,7 +304,7 @@ def test_formula_config_override():
 
 
 def test_plot_command_writes_png(tmp_path, capsys):
-    from src.plot_activations import activation_figure, main
+    from src.analysis.activations_plot import activation_figure, main
 
     out = tmp_path / "acts.png"
     assert main(["relu", "swish", "seu", "cos", "m_tanh", "formula:x*tanh(x)", "--out", str(out), "--range", "-4", "4"]) == 0

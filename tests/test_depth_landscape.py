@@ -1,5 +1,5 @@
 """Issue 8, part: the plain deep networks of the accuracy-vs-depth study (DeepMLP, DeepCNN, their
-configs and the depth_study preset) and the output-landscape command (src/landscape.py)."""
+configs and the depth_study preset) and the output-landscape command (src/analysis/landscape.py)."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from src.landscape import landscape, landscape_figure, landscape_network, landscape_weights, main, write_csv
+from src.analysis.landscape import landscape, landscape_figure, landscape_network, landscape_weights, main, write_csv
 from src.models import DeepCNN, DeepMLP
 from src.models.activations import activation_factory
 from src.models.deep_plain import downsample_positions
@@ -283,7 +283,7 @@ def test_relu_landscape_is_piecewise_linear_smooth_ones_are_not():
 
 
 def test_same_seed_same_outputs_and_the_same_weights_for_every_activation(monkeypatch):
-    import src.landscape as mod
+    import src.analysis.landscape as mod
 
     kw = dict(layers=3, width=12, points=15)
     a, b = landscape(["relu", "cos"], seed=4, **kw), landscape(["relu", "cos"], seed=4, **kw)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import per_class, report
-from src.report_figures import file_stem
+from src.analysis import per_class, report, summary
+from src.analysis.figures import file_stem
 
 LOG_COLUMNS = ["epoch", "lr-SGD", "step", "test/acc", "test/loss", "time/epoch_s", "time/train_images_per_s",
                "train/acc", "train/loss", "val/acc", "val/acc_best", "val/loss"]
@@ -118,8 +118,8 @@ def test_plot_vs_cli_adds_the_key_to_the_grouping_and_rejects_bad_keys(depth_swe
     assert report.main([str(depth_sweep), "--plot-vs", "model.width", "--out", str(bad)]) == 2
     one_line_error(capsys, "model.width", "swept: activation, model.depth")
     # a single line (no other key) and one with two keys in its label
-    s = report.summarize(depth_sweep, by=["model.depth"])
-    from src.report_figures import vs_table
+    s = summary.summarize(depth_sweep, by=["model.depth"])
+    from src.analysis.vs_figures import vs_table
     assert list(vs_table(s, "model.depth")["line"].unique()) == ["test/acc"]
     assert file_stem("model/depth") == "model_depth"
 
@@ -201,8 +201,8 @@ def test_per_class_of_a_single_run_goes_to_its_tensorboard(act_sweep, tmp_path):
 
 
 def test_per_class_reference_pairs_the_other_keys(depth_sweep):
-    s = report.summarize(depth_sweep)
-    refs = per_class._reference_map(s, "activation=relu")
+    s = summary.summarize(depth_sweep)
+    refs = summary.reference_map(s, "activation=relu")
     assert refs["activation=swish,model.depth=4"] == "activation=relu,model.depth=4"
     assert refs["activation=relu,model.depth=10"] == "activation=relu,model.depth=10"
 

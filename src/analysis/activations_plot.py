@@ -1,7 +1,9 @@
 """Plot activations and their derivatives: one row per activation, function left, derivative right.
 
-    python -m src.plot_activations relu swish seu cos m_tanh [--out activations.png] [--range -5 5]
-    python -m src.plot_activations seu:alpha=0.5 taylor:function=sigmoid,order=3 "formula:x*tanh(x)"
+    python -m src.analysis.activations_plot relu swish seu cos m_tanh [--out activations.png] [--range -5 5]
+    python -m src.analysis.activations_plot seu:alpha=0.5 taylor:function=sigmoid,order=3 "formula:x*tanh(x)"
+
+(``python -m src.plot_activations`` is an alias.)
 
 An entry is a registry name, optionally with ``:key=value,...`` parameters (``formula:EXPR`` takes
 the expression). :func:`activation_figure` is importable (e.g. to log a run's activation to
@@ -102,7 +104,7 @@ def activation_figure(items: Iterable, x_range: Sequence[float] = (-5.0, 5.0)):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m src.plot_activations",
+        prog="python -m src.analysis.activations_plot",
         description="Write a PNG of activations (left) and their derivatives (right).",
         epilog=f"activations: {', '.join(available_activations())}",
     )

@@ -1,27 +1,29 @@
-"""The sweep report's figures (:func:`src.report.write_report` calls them; each writes a PNG, the
-ones added for the studies also the CSV of the numbers drawn):
+"""The sweep report's summary figures (:func:`src.analysis.report.write_report` calls them):
 
-- :func:`bar_chart` (``summary_bar.png``) and :func:`curves_chart` (``curves.png``);
-- :func:`vs_table` / :func:`write_vs` (``vs_<key>.png/.csv``): the metric, mean ± std over seeds,
-  against a numeric swept key (``model.depth``), one line per value of the other swept keys;
-- :func:`train_vs_test_table` / :func:`write_train_vs_test` (``train_vs_test.png/.csv``): train and
-  held-out (the test split unless ``data.val_size`` > 0) loss and accuracy per epoch, mean ± std
-  band over seeds per setting, and the loss gap between them.
+- :func:`strip_chart` (``summary_bar.png``, the name the bar chart had): every seed as a point over
+  its setting's mean and 95 % t-interval, settings in the swept order, the reference marked;
+- :func:`comparison_chart` (``summary_comparison.png``): Δ vs the reference with its 95 % CI per
+  setting, coloured by verdict;
+- :func:`curves_chart` (``curves.png``): validation accuracy and loss per epoch, mean line and ±std
+  band per setting.
+
+The study figures (metric vs a key, train vs test) are in :mod:`src.analysis.vs_figures`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import yaml
 
-from src.report import Summary, _is_number, _label, epoch_curves, summarize
+from src.analysis.summary import Summary, epoch_curves, run_values
+from src.analysis.summary import label as setting_label
 
-STATS = ["mean", "std", "n", "runs", "failed", "diverged", "missing"]
-TVT_COLS = ("train/loss", "val/loss", "train/acc", "val/acc")
+VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "0.45"}
 
 
-def _plt():
+def plt_agg():
+    """pyplot on the Agg backend: reports are written on machines (and in sweep workers) with no display."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,38 +36,105 @@ def file_stem(key: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in key)
 
 
-def bar_chart(s: Summary, path: Path) -> None:
-    plt = _plt()
-    t = s.table
-    scale = 100 if s.percent else 1
-    mean, std = t["mean"] * scale, t["std"].fillna(0) * scale
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(t) + 2), 4), layout="constrained")
-    x = range(len(t))
-    bars = ax.bar(x, mean.fillna(0), yerr=std, capsize=4, color="tab:blue", alpha=0.8,
-                  error_kw={"elinewidth": 1.2})
-    for b, m, sd in zip(bars, mean, std):
-        if pd.notna(m):
-            ax.annotate(f"{m:.2f}" if s.percent else f"{m:.3f}", (b.get_x() + b.get_width() / 2, m + sd),
-                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
-        else:
-            ax.annotate("no completed run", (b.get_x() + b.get_width() / 2, 0), xytext=(0, 3),
-                        textcoords="offset points", ha="center", fontsize=8, color="tab:red", rotation=90)
-    ax.set_xticks(list(x), [_label(s, v) for v in t["setting"]], rotation=30 if len(t) > 4 else 0, ha="right"
-                  if len(t) > 4 else "center")
-    if mean.notna().any():  # zoom in on the differences; accuracies near 100 % would all look alike
-        lo, hi = float((mean - std).min()), float((mean + std).max())
-        pad = max(hi - lo, 1e-3 * max(abs(hi), 1)) * 0.6
-        ax.set_ylim(max(0.0, lo - pad) if s.percent or lo >= 0 else lo - pad, hi + pad)
+def _references(s: Summary) -> set[str]:
+    if "verdict" not in s.table:
+        return set()
+    return set(s.table.loc[s.table["verdict"] != "no reference", "reference"].dropna())
+
+
+def strip_chart(s: Summary, path: Path) -> None:
+    """Bars hide how few seeds there are and how they spread; dots show both."""
+    plt = plt_agg()
+    t, scale = s.table, s.scale
+    refs = _references(s)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 * len(t) + 2), 4.2), layout="constrained")
+    shown = []
+    for i, r in t.iterrows():
+        v = run_values(s, r["setting"])["value"].to_numpy() * scale
+        colour = "tab:orange" if r["setting"] in refs else "tab:blue"
+        if len(v):  # even spread by rank: reproducible, and equal values stay visible side by side
+            offsets = np.linspace(-0.18, 0.18, len(v)) if len(v) > 1 else np.zeros(1)
+            ax.scatter(i + offsets[np.argsort(np.argsort(v))], v, s=22, color=colour, alpha=0.75, zorder=3,
+                       edgecolor="white", linewidth=0.5)
+            shown += list(v)
+        if pd.isna(r["mean"]):
+            ax.annotate("no completed run", (i, 0.02), xycoords=("data", "axes fraction"), ha="center",
+                        fontsize=8, color="tab:red", rotation=90)
+            continue
+        m = r["mean"] * scale
+        ax.hlines(m, i - 0.3, i + 0.3, color="black", lw=2, zorder=4)
+        top = m
+        if pd.notna(r["ci_low"]):
+            lo, hi = r["ci_low"] * scale, r["ci_high"] * scale
+            ax.errorbar(i + 0.32, m, yerr=[[m - lo], [hi - m]], fmt="none", ecolor="black", capsize=4, lw=1.2)
+            shown += [lo, hi]
+            top = hi
+        ax.annotate(f"{m:.2f}" if s.percent else f"{m:.3g}", (i, max(top, v.max() if len(v) else top)),
+                    xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ref_means = t.loc[t["setting"].isin(refs), "mean"].dropna()
+    if len(ref_means) == 1:
+        ax.axhline(ref_means.iloc[0] * scale, color="tab:orange", ls="--", lw=0.8, alpha=0.8)
+    names = [setting_label(s, x) + ("\n(reference)" if x in refs else "") for x in t["setting"]]
+    ax.set_xticks(range(len(t)), names, rotation=30 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center")
+    if shown:  # zoom in on the differences; accuracies near 100 % would all look alike
+        lo, hi = float(np.min(shown)), float(np.max(shown))
+        pad = max(hi - lo, 1e-3 * max(abs(hi), 1)) * 0.25
+        ax.set_ylim(lo - pad, hi + 2 * pad)
+    ax.set_xlim(-0.6, len(t) - 0.4)
     ax.set_ylabel(s.metric + (" (%)" if s.percent else ""))
     ax.set_xlabel(", ".join(s.keys) if len(s.keys) == 1 else "setting")
-    ax.set_title(f"{s.metric}: mean ± std over seeds (n = {', '.join(map(str, t['n']))})", fontsize=9)
+    ax.set_title(f"{s.metric}: every seed (dots), mean (bar) and 95 % t-CI; n = {', '.join(map(str, t['n']))}",
+                 fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def comparison_chart(s: Summary, path: Path) -> bool:
+    """Δ vs the reference with its CI per compared setting, coloured by verdict; False (nothing
+    written) when no setting was compared."""
+    from matplotlib.lines import Line2D
+
+    from src.analysis.comparisons import compared
+
+    t = compared(s)
+    if t.empty:
+        return False
+    plt = plt_agg()
+    scale, o = s.scale, s.options
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.55 * len(t)), layout="constrained")
+    y = np.arange(len(t))[::-1]  # the table's order, top to bottom
+    if o.get("equivalence"):
+        ax.axvspan(-o["equivalence"], o["equivalence"], color="tab:blue", alpha=0.08)
+    ax.axvline(0, color="0.3", lw=0.8)
+    for yi, (_, r) in zip(y, t.iterrows()):
+        colour = VERDICT_COLOURS.get(r["verdict"], "0.45")
+        if pd.isna(r["delta"]):
+            continue
+        d = r["delta"] * scale
+        err = None if pd.isna(r["delta_ci_low"]) else [[d - r["delta_ci_low"] * scale], [r["delta_ci_high"] * scale - d]]
+        ax.errorbar(d, yi, xerr=err, fmt="o", color=colour, ecolor=colour, capsize=4, ms=6)
+        p = "" if pd.isna(r["p_adj"]) else f"p = {r['p_adj']:.3g}, "
+        ax.annotate(f"{p}{r['verdict']}", (d, yi), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize=7, color=colour)
+    ax.set_yticks(y, [f"{setting_label(s, a)} vs {setting_label(s, b)}" for a, b in zip(t["setting"], t["reference"])])
+    ax.set_ylim(-0.7, len(t) - 0.3)
+    unit = " (pp)" if s.percent else ""
+    ax.set_xlabel(f"Δ {s.metric}{unit}, mean difference with 95 % CI ({'higher' if s.higher_is_better else 'lower'} "
+                  "is better)")
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()
+               if v in set(t["verdict"])]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_title(f"{s.name}: vs reference, {o.get('adjust', 'holm')}-adjusted p, α = {o.get('alpha', 0.05):g}",
+                 fontsize=9)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def curves_chart(s: Summary, path: Path) -> None:
-    plt = _plt()
+    plt = plt_agg()
     from matplotlib.ticker import MaxNLocator
 
     curves = epoch_curves(s)
@@ -79,12 +148,12 @@ def curves_chart(s: Summary, path: Path) -> None:
             ax.text(0.5, 0.5, "no CSV logs", transform=ax.transAxes, ha="center")
             continue
         scale = 100 if col == "val/acc" else 1
-        for setting in s.table["setting"]:  # table order, so colours match the bar chart's order
+        for setting in s.table["setting"]:  # table order, as the strip plot
             g = curves[curves["setting"] == setting].groupby("epoch")[col].agg(["mean", "std", "count"])
             if g.empty:
                 continue
             m, sd = g["mean"] * scale, g["std"].fillna(0) * scale
-            label = f"{_label(s, setting)} (n={int(g['count'].max())})"
+            label = f"{setting_label(s, setting)} (n={int(g['count'].max())})"
             if len(g) == 1:  # one epoch: a band would have no width
                 ax.errorbar(g.index + 1, m, yerr=sd, fmt="o", capsize=4, label=label)
                 continue
@@ -94,143 +163,8 @@ def curves_chart(s: Summary, path: Path) -> None:
             ax.set_xticks([1])
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8)
-    fig.suptitle(f"{s.sweep_dir.name}: mean ± std over seeds per setting", fontsize=10)
+    fig.suptitle(f"{s.name}: mean ± std over seeds per setting", fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-# -------------------------------------------------------------------------------- metric vs key
-def auto_vs_keys(s: Summary, min_values: int = 3) -> list[str]:
-    """Swept keys whose values are all numbers, at least ``min_values`` of them."""
-    return [k for k in s.keys if s.table[k].nunique() >= min_values and all(map(_is_number, s.table[k].unique()))]
-
-
-def vs_table(s: Summary, x: str) -> pd.DataFrame:
-    """One row per (line, x) with the summary's statistics, x ascending within a line; lines are
-    the settings of the other keys in the sweep's order. Settings whose ``x`` is no number are left
-    out; rows whose runs all failed keep a NaN mean (drawn as a red cross)."""
-    if x not in s.keys:
-        if f"cfg:{x}" not in s.runs.columns and f"choice:{x}" not in s.runs.columns:
-            raise KeyError(f"--plot-vs {x}: no run overrides '{x}' (swept: {', '.join(s.keys) or 'nothing'})")
-        s = summarize(s.sweep_dir, s.metric, [*s.keys, x])
-    t = s.table[s.table[x].map(_is_number)]
-    if t.empty:
-        raise ValueError(f"--plot-vs {x}: no numeric values (got {', '.join(map(str, s.table[x].unique()))})")
-    lines = [k for k in s.keys if k != x]
-    out = pd.DataFrame({x: pd.to_numeric(t[x])})
-    for k in lines:
-        out[k] = t[k]
-    out["line"] = [",".join(f"{k}={r[k]}" for k in lines) if len(lines) > 1 else (r[lines[0]] if lines else s.metric)
-                   for _, r in t.iterrows()]
-    out["metric"] = s.metric
-    out[STATS] = t[STATS]
-    rank = {line: i for i, line in enumerate(dict.fromkeys(out["line"]))}
-    return out.assign(_r=out["line"].map(rank)).sort_values(["_r", x], kind="stable").drop(columns="_r") \
-        .reset_index(drop=True)
-
-
-def write_vs(s: Summary, table: pd.DataFrame, x: str, out: Path) -> list[str]:
-    """``vs_<x>.csv`` (the table, raw units) and ``vs_<x>.png``; returns the file names."""
-    name = f"vs_{file_stem(x)}"
-    table.to_csv(out / f"{name}.csv", index=False)
-    plt = _plt()
-    scale = 100 if s.percent else 1
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    failed_label = "all runs failed/diverged"
-    for line, g in table.groupby("line", sort=False):
-        ok = g[g["n"] > 0]
-        ns = sorted(set(ok["n"]))
-        label = f"{line} (n={ns[0]}{f'–{ns[-1]}' if len(ns) > 1 else ''})" if ns else f"{line} (no completed run)"
-        bars = ax.errorbar(ok[x], ok["mean"] * scale, yerr=ok["std"].fillna(0) * scale, marker="o", ms=4,
-                           capsize=3, label=label)
-        lost = g[(g["n"] == 0) & (g["runs"] > 0)]
-        if len(lost):
-            ax.plot(lost[x], [0.02] * len(lost), "x", color=bars[0].get_color(), ms=9, mew=2,
-                    transform=ax.get_xaxis_transform(), label=failed_label)
-            failed_label = None
-    xs = table[x].astype(float)
-    if (xs > 0).all() and xs.max() / xs.min() >= 100:
-        ax.set_xscale("log")
-    elif len(xs.unique()) <= 12:
-        ax.set_xticks(sorted(xs.unique()))
-    ax.set_xlabel(x)
-    ax.set_ylabel(s.metric + (" (%)" if s.percent else ""))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{s.sweep_dir.name}: {s.metric} vs {x}, mean ± std over seeds", fontsize=10)
-    fig.savefig(out / f"{name}.png", dpi=120)
-    plt.close(fig)
-    return [f"{name}.png", f"{name}.csv"]
-
-
-# ------------------------------------------------------------------------------ train vs test
-def held_out_name(s: Summary) -> str:
-    """'test' when every completed run validated on the test split (data.val_size 0), else 'val'."""
-    for run in s.runs.loc[s.runs["status"] == "completed", "run"]:
-        try:
-            cfg = yaml.safe_load((s.sweep_dir / run / ".hydra" / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        if (cfg.get("data") or {}).get("val_size") not in (None, 0, 0.0, "0"):
-            return "val"
-    return "test"
-
-
-def train_vs_test_table(s: Summary) -> pd.DataFrame:
-    """Per setting and epoch (0-based, as logged): mean, std and count over the setting's runs of
-    train/loss, val/loss, train/acc and val/acc, and loss_gap = val/loss mean - train/loss mean."""
-    curves = epoch_curves(s, TVT_COLS)
-    cols = [c for c in TVT_COLS if c in curves.columns]
-    if curves.empty or not {"train/loss", "val/loss"} & set(cols):
-        raise FileNotFoundError(f"--train-vs-test: no completed run below {s.sweep_dir} has a csv/metrics.csv "
-                                "with train/loss or val/loss")
-    g = curves.groupby(["setting", "epoch"], sort=False)[cols].agg(["mean", "std", "count"])
-    g.columns = [f"{c}_{stat}" for c, stat in g.columns]
-    g = g.reset_index()
-    g["loss_gap"] = g.get("val/loss_mean", float("nan")) - g.get("train/loss_mean", float("nan"))
-    order = {setting: i for i, setting in enumerate(s.table["setting"])}
-    g = g.assign(_r=g["setting"].map(order)).sort_values(["_r", "epoch"], kind="stable").drop(columns="_r")
-    keys = s.table[[*s.keys, "setting"]].drop_duplicates("setting")
-    return keys.merge(g, on="setting", how="right").reset_index(drop=True)
-
-
-def write_train_vs_test(s: Summary, out: Path, table: pd.DataFrame | None = None) -> list[str]:
-    """``train_vs_test.csv`` and ``.png``: loss and accuracy (solid train, dashed held-out; one
-    colour per setting, ±std bands) and the loss gap per epoch."""
-    plt = _plt()
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
-
-    table = train_vs_test_table(s) if table is None else table
-    table.to_csv(out / "train_vs_test.csv", index=False)
-    held = held_out_name(s)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), layout="constrained")
-    panels = (("loss", 1, "loss"), ("acc", 100, "accuracy (%)"))
-    for i, (setting, g) in enumerate(table.groupby("setting", sort=False)):
-        color, x = f"C{i % 10}", g["epoch"] + 1
-        n = int(g.filter(like="_count").max().max())
-        for ax, (what, scale, _) in zip(axes, panels):
-            for split, style in (("train", "-"), ("val", "--")):
-                col = f"{split}/{what}"
-                if f"{col}_mean" not in g or g[f"{col}_mean"].isna().all():
-                    continue
-                m, sd = g[f"{col}_mean"] * scale, g[f"{col}_std"].fillna(0) * scale
-                ax.plot(x, m, style, color=color, marker="o" if len(g) < 12 else None, ms=3)
-                ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.12)
-        axes[2].plot(x, g["loss_gap"], color=color, marker="o" if len(g) < 12 else None, ms=3,
-                     label=f"{_label(s, setting)} (n={n})")
-    for ax, (_, _, label) in zip(axes, panels):
-        ax.set_ylabel(label)
-    axes[2].set_ylabel(f"{held} loss - train loss")
-    axes[2].axhline(0, color="grey", lw=0.8)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[0].legend([Line2D([], [], color="k", ls="-"), Line2D([], [], color="k", ls="--")], ["train", held],
-                   fontsize=8)
-    axes[2].legend(fontsize=8)
-    fig.suptitle(f"{s.sweep_dir.name}: train vs {held} per setting, mean ± std over seeds", fontsize=10)
-    fig.savefig(out / "train_vs_test.png", dpi=120)
-    plt.close(fig)
-    return ["train_vs_test.png", "train_vs_test.csv"]

@@ -2,8 +2,10 @@
 one heat map per activation, side by side (ReLU gives sharp facets, smooth activations smooth
 surfaces).
 
-    python -m src.landscape relu swish cos seu [--out landscape.png] [--layers 6] [--width 64]
-                            [--seed 0] [--range 5] [--points 200] [--csv landscape.csv]
+    python -m src.analysis.landscape relu swish cos seu [--out landscape.png] [--layers 6] [--width 64]
+                                     [--seed 0] [--range 5] [--points 200] [--csv landscape.csv]
+
+(``python -m src.landscape`` is an alias.)
 
 The network is fully connected: 2 inputs (x, y) → ``layers`` hidden layers of ``width`` units,
 each followed by the activation → 1 output. Its weights are drawn once per seed, in float64, from
@@ -14,8 +16,8 @@ differ by the activation alone. The grid is ``points`` × ``points`` over [−ra
 evaluated in float64 on the CPU.
 
 An entry is a registry name, optionally with ``:key=value,...`` parameters, as in
-:mod:`src.plot_activations` (``seu:alpha=0.5``, ``formula:x*tanh(x)``). :func:`landscape` returns
-the numbers, :func:`landscape_figure` the matplotlib Figure (Agg, no pyplot state), and
+:mod:`src.analysis.activations_plot` (``seu:alpha=0.5``, ``formula:x*tanh(x)``). :func:`landscape`
+returns the numbers, :func:`landscape_figure` the matplotlib Figure (Agg, no pyplot state), and
 :func:`write_csv` the long table (columns activation, x, y, output).
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from src.models.activations import activation_factory, available_activations
-from src.plot_activations import parse_entry
+from src.analysis.activations_plot import parse_entry
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -163,7 +165,7 @@ def write_csv(results: dict, path: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m src.landscape",
+        prog="python -m src.analysis.landscape",
         description="Heat maps of a random fully connected net's output over a 2-D input grid, one per activation.",
         epilog=f"activations: {', '.join(available_activations())}",
     )

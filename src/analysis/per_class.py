@@ -1,8 +1,8 @@
 """Per-class test accuracy and the confusion matrix, for one run or per setting of a sweep (mean
 over seeds): which classes an activation or an optimizer helps or hurts.
 
-    python -m src.per_class outputs/runs/2026-11-23/10-00-00
-    python -m src.per_class outputs/multirun/act --by activation --reference activation=relu
+    python -m src.analysis.per_class outputs/runs/2026-11-23/10-00-00
+    python -m src.analysis.per_class outputs/multirun/act --by activation --reference activation=relu
 
 Reads each completed run's ``test_confusion.csv`` (rows = true class, columns = predicted class,
 counts; written at test time) and writes into the directory (or ``--out``):
@@ -15,9 +15,9 @@ counts; written at test time) and writes into the directory (or ``--out``):
 - ``per_class.png``: per-class accuracy bars per setting (± std) above the mean confusion matrices;
   for a single run the figure also goes into the run's TensorBoard events (``test/per_class``).
 
-Settings are grouped as in ``python -m src.report`` (every swept key but the seed, or ``--by``).
+Settings are grouped as in ``python -m src.analysis.report`` (every swept key but the seed, or ``--by``).
 ``--reference k=v[,k2=v2]`` compares each setting with the one that has these values and the same
-values of the other keys (default: the first setting).
+values of the other keys (default: the first setting). ``python -m src.per_class`` is an alias.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.report import Summary, _label, summarize
+from src.analysis.summary import Summary, label, reference_map, summarize
 
 CONFUSION_FILE = "test_confusion.csv"
 
@@ -51,34 +51,11 @@ def read_confusion(path: Path) -> pd.DataFrame:
     return m.astype(float)
 
 
-def _reference_map(s: Summary, reference: str | None) -> dict[str, str]:
-    settings = list(s.table["setting"])
-    if not reference:
-        return {x: settings[0] for x in settings}
-    want = {}
-    for part in reference.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or key not in s.keys:
-            raise KeyError(f"--reference {reference}: give key=value with a grouping key "
-                           f"({', '.join(s.keys) or 'none: there is a single setting'})")
-        if value not in set(s.table[key]):
-            raise KeyError(f"--reference {reference}: no setting has {key}={value} "
-                           f"(values: {', '.join(dict.fromkeys(s.table[key]))})")
-        want[key] = value
-    rows = {tuple(r[k] for k in s.keys): r["setting"] for _, r in s.table.iterrows()}
-    out = {}
-    for _, r in s.table.iterrows():
-        ref = rows.get(tuple(want.get(k, r[k]) for k in s.keys))
-        if ref is not None:
-            out[r["setting"]] = ref
-    return out
-
-
 def per_class(run_or_sweep: Path, by: list[str] | None = None, reference: str | None = None) -> PerClass:
     s = summarize(Path(run_or_sweep), by=by)
     accs, mats = {}, {}
     for _, run in s.runs[s.runs["status"] == "completed"].iterrows():
-        path = s.sweep_dir / run["run"] / CONFUSION_FILE
+        path = Path(run["path"]) / CONFUSION_FILE
         if not path.is_file():
             continue
         m = read_confusion(path)
@@ -89,7 +66,7 @@ def per_class(run_or_sweep: Path, by: list[str] | None = None, reference: str | 
         raise FileNotFoundError(f"no completed run below {s.sweep_dir} has a {CONFUSION_FILE} (written when a "
                                 "run is tested)")
     classes = list(dict.fromkeys(c for runs in accs.values() for a in runs for c in a.index))
-    refs = _reference_map(s, reference)
+    refs = reference_map(s, reference)
     stats = {}
     for setting in s.table["setting"]:
         runs = accs.get(setting)
@@ -119,11 +96,11 @@ def per_class(run_or_sweep: Path, by: list[str] | None = None, reference: str | 
 def markdown(pc: PerClass) -> str:
     s, t = pc.summary, pc.table
     settings = list(dict.fromkeys(t["setting"]))
-    name = {x: _label(s, x) for x in settings}
+    name = {x: label(s, x) for x in settings}
     header = ["class", *(f"{name[x]} (%)" for x in settings)]
     deltas = [x for x in settings if pc.reference.get(x) not in (None, x)]
     header += [f"Δ {name[x]} vs {name[pc.reference[x]]} (pp)" for x in deltas]
-    lines = [f"# Per-class test accuracy: {s.sweep_dir.name}", "",
+    lines = [f"# Per-class test accuracy: {s.name}", "",
              "Accuracy per true class (correct / images of the class) in %, mean ± std over seeds; "
              "best setting per class in bold; Δ in percentage points.", "",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -164,7 +141,7 @@ def figure(pc: PerClass):
     for i, x in enumerate(settings):
         g = t[t["setting"] == x]
         ax.bar(np.arange(k) + (i - (len(settings) - 1) / 2) * width, g["mean"] * 100, width,
-               yerr=g["std"].fillna(0) * 100, capsize=2, label=f"{_label(s, x)} (n={g['n'].max()})")
+               yerr=g["std"].fillna(0) * 100, capsize=2, label=f"{label(s, x)} (n={g['n'].max()})")
     ax.set_xticks(np.arange(k), pc.classes, rotation=45 if k > 10 or max(map(len, pc.classes)) > 6 else 0,
                   ha="right" if k > 10 or max(map(len, pc.classes)) > 6 else "center")
     lo = float(np.nanmin((t["mean"] - t["std"].fillna(0)).to_numpy())) * 100
@@ -172,7 +149,7 @@ def figure(pc: PerClass):
     ax.set_ylabel("test accuracy per class (%)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(len(settings), 3), frameon=False)
-    fig.suptitle(f"{s.sweep_dir.name}: test accuracy per class (mean ± std over seeds) and confusion matrices "
+    fig.suptitle(f"{s.name}: test accuracy per class (mean ± std over seeds) and confusion matrices "
                  "(rows normalised, mean over seeds)", fontsize=10)
     for i, x in enumerate(settings):
         cm = fig.add_subplot(grid[1 + i // ncols, i % ncols])
@@ -187,7 +164,7 @@ def figure(pc: PerClass):
         cm.set_yticks(ticks, [pc.classes[j] for j in ticks], fontsize=7)
         cm.set_xlabel("predicted")
         cm.set_ylabel("true")
-        cm.set_title(_label(s, x).replace(",", "\n"), fontsize=8)
+        cm.set_title(label(s, x).replace(",", "\n"), fontsize=8)
     fig.colorbar(im, ax=fig.axes[1:], shrink=0.8)
     return fig
 
@@ -216,7 +193,7 @@ def write(pc: PerClass, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m src.per_class", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m src.analysis.per_class", description=__doc__.split("\n\n")[0])
     p.add_argument("path", type=Path, help="a run directory or a multirun (sweep) directory")
     p.add_argument("--by", nargs="+", metavar="KEY", help="group by these keys (default: every swept key but the seed)")
     p.add_argument("--reference", metavar="KEY=VALUE", help="compare with this setting, e.g. activation=relu "

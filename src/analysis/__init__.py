@@ -1,0 +1,7 @@
+"""Analysis of finished runs and sweeps: tables, statistics and figures.
+
+Imports go one way: ``stats`` (numbers only) <- ``runs`` / ``summary`` / ``comparisons`` (a sweep's
+runs and settings) <- ``tables`` / ``latex`` / ``figures`` / ``vs_figures`` (output) <- ``report``
+(the command). ``per_class``, ``landscape`` and ``activations_plot`` are commands of their own.
+Nothing is imported here, so ``import src.analysis.stats`` pulls in no plotting.
+"""
