@@ -108,36 +108,28 @@ def compared(s: Summary) -> pd.DataFrame:
 
 
 def notice(s: Summary) -> str | None:
-    """One line for under the printed table: the verdicts that rest on the normal assumption alone,
-    the inconclusive ones, and the seeds per setting each would take (a planning estimate)."""
-    t = compared(s)
-    if t.empty:
-        return None
-    alpha, parts = s.options.get("alpha", stats.ALPHA), []
-    normal = t[t["normal_only"]]
-    if len(normal):
-        need = stats.seeds_for_exact(alpha, paired=bool(normal["paired"].all()))
-        parts.append(f"{_names(s, normal)} rest{'s' if len(normal) == 1 else ''} on the normal assumption alone "
-                     f"(the exact test needs >= {need} seeds to reach α = {alpha:g})")
-    open_ = t[t["verdict"] == "inconclusive"]
-    if len(open_):
-        need = [_seeds(x) for x in open_["seeds_needed"]]
-        target = s.options.get("target_delta")
-        what = f"a Δ of {target:g}{' pp' if s.percent else ''}" if target else "the observed Δ"
-        says = f"{_names(s, open_)} {'is' if len(open_) == 1 else 'are'} inconclusive"
-        if any(x != "?" for x in need):
-            says += (f": detecting {what} with {s.options.get('power', stats.POWER):.0%} power would take "
-                     f"{', '.join(need)} seeds per setting (planning estimate)")
-        else:
-            says += " (too few runs to estimate the seeds it would take)"
-        parts.append(says)
-    return "; ".join(parts) + "." if parts else None
-
-
-def _names(s: Summary, rows: pd.DataFrame) -> str:
+    """One line for under the printed table: each verdict that rests on the normal assumption alone
+    and each inconclusive one, with the seeds per setting it would take (a planning estimate)."""
     from src.analysis.summary import label
 
-    return ", ".join(f"{label(s, x)} vs {label(s, r)}" for x, r in zip(rows["setting"], rows["reference"]))
+    t = compared(s)
+    alpha, power = s.options.get("alpha", stats.ALPHA), s.options.get("power", stats.POWER)
+    target = s.options.get("target_delta")
+    aim = f"a Δ of {target:g}{' pp' if s.percent else ''}" if target else "the observed Δ"
+    parts = []
+    for _, r in t.iterrows():
+        name = f"{label(s, r['setting'])} vs {label(s, r['reference'])}"
+        if r["normal_only"]:
+            need = stats.seeds_for_exact(alpha, paired=bool(r["paired"]))
+            why = "cannot reach" if r["exact_cannot_reach_alpha"] else "does not reach"
+            parts.append(f"{name} is {r['verdict']} on the t-test alone (its exact test {why} α = {alpha:g}; it "
+                         f"can from {need} seeds{' per setting' if not r['paired'] else ''})")
+        elif r["verdict"] == "inconclusive":
+            need = _seeds(r["seeds_needed"])
+            parts.append(f"{name} is inconclusive (" + (f"{need} seeds per setting would detect {aim} with "
+                         f"{power:.0%} power, a planning estimate)" if need != "?" else "too few runs to estimate "
+                         "the seeds it would take)"))
+    return "; ".join(parts) + "." if parts else None
 
 
 def _seeds(x: float) -> str:

@@ -63,14 +63,12 @@ def strip_chart(s: Summary, path: Path) -> None:
             continue
         m = r["mean"] * scale
         ax.hlines(m, i - 0.3, i + 0.3, color="black", lw=2, zorder=4)
-        top = m
         if pd.notna(r["ci_low"]):
             lo, hi = r["ci_low"] * scale, r["ci_high"] * scale
             ax.errorbar(i + 0.32, m, yerr=[[m - lo], [hi - m]], fmt="none", ecolor="black", capsize=4, lw=1.2)
             shown += [lo, hi]
-            top = hi
-        ax.annotate(f"{m:.2f}" if s.percent else f"{m:.3g}", (i, max(top, v.max() if len(v) else top)),
-                    xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"{m:.2f}" if s.percent else f"{m:.3g}", (i + 0.34, m), xytext=(3, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=8)
     ref_means = t.loc[t["setting"].isin(refs), "mean"].dropna()
     if len(ref_means) == 1:
         ax.axhline(ref_means.iloc[0] * scale, color="tab:orange", ls="--", lw=0.8, alpha=0.8)
@@ -78,9 +76,12 @@ def strip_chart(s: Summary, path: Path) -> None:
     ax.set_xticks(range(len(t)), names, rotation=30 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center")
     if shown:  # zoom in on the differences; accuracies near 100 % would all look alike
         lo, hi = float(np.min(shown)), float(np.max(shown))
-        pad = max(hi - lo, 1e-3 * max(abs(hi), 1)) * 0.25
-        ax.set_ylim(lo - pad, hi + 2 * pad)
-    ax.set_xlim(-0.6, len(t) - 0.4)
+        pad = max(hi - lo, 1e-3 * max(abs(hi), 1)) * 0.15
+        lo, hi = lo - pad, hi + pad
+        if s.percent:  # a t-interval may pass 100 %; the axis need not
+            lo, hi = max(lo, -pad), min(hi, 100 + pad)
+        ax.set_ylim(lo, hi)
+    ax.set_xlim(-0.6, len(t) - 0.2)
     ax.set_ylabel(s.metric + (" (%)" if s.percent else ""))
     ax.set_xlabel(", ".join(s.keys) if len(s.keys) == 1 else "setting")
     ax.set_title(f"{s.metric}: every seed (dots), mean (bar) and 95 % t-CI; n = {', '.join(map(str, t['n']))}",

@@ -108,8 +108,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("statistics")
     g.add_argument("--reference", metavar="KEY=VALUE", help="compare every setting with this one "
                    "(and the same values of the other keys), e.g. activation=relu (default: the first setting)")
-    g.add_argument("--adjust", choices=["holm", "bh", "none"], default="holm",
-                   help="p-value adjustment across the table's comparisons (default: holm)")
+    g.add_argument("--adjust", default="holm", metavar="holm|bh|none",
+                   help="p-value adjustment across the table's comparisons: Holm (default), Benjamini-Hochberg or none")
     g.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdicts (default 0.05)")
     g.add_argument("--equivalence", type=float, metavar="DELTA", help="also test equivalence within ±DELTA (two "
                    "one-sided tests), in the table's unit: percentage points for accuracies")

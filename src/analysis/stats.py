@@ -254,15 +254,36 @@ def verdict(delta: float, p_adj: float, alpha: float = ALPHA, higher_is_better: 
 
 
 # -------------------------------------------------------------------------------------- power
-def _solver(paired: bool):
-    from statsmodels.stats.power import TTestIndPower, TTestPower
-
-    return TTestPower() if paired else TTestIndPower()
-
-
 def _finite(x) -> float:
     x = float(np.asarray(x).ravel()[0]) if np.ndim(x) else float(x)
     return x if math.isfinite(x) else math.nan
+
+
+def _kw(n, paired: bool) -> dict:
+    return dict(nobs=n) if paired else dict(nobs1=n, ratio=1.0)
+
+
+def power_of(d: float, n: float, paired: bool, alpha: float = ALPHA) -> float:
+    """Power of the two-sided t-test (statsmodels TTestPower / TTestIndPower) for effect size d =
+    delta / SD at n seeds per setting. The noncentral t returns NaN far in its tail (a huge d·√n);
+    there the normal approximation (statsmodels NormalIndPower), which is then ~1, stands in."""
+    from statsmodels.stats.power import NormalIndPower, TTestIndPower, TTestPower
+
+    solver = TTestPower() if paired else TTestIndPower()
+    p = _finite(_quiet(solver.power, effect_size=d, alpha=alpha, alternative="two-sided", **_kw(n, paired)))
+    if math.isnan(p):  # ratio=0: the one-sample normal test
+        p = _finite(_quiet(NormalIndPower().power, effect_size=d, nobs1=n, alpha=alpha, ratio=0.0 if paired else 1.0,
+                           alternative="two-sided"))
+    return p
+
+
+def _solve(paired: bool, **kw) -> float:
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    try:
+        return _finite(_quiet((TTestPower() if paired else TTestIndPower()).solve_power, alternative="two-sided", **kw))
+    except (ValueError, ArithmeticError, RuntimeError):
+        return math.nan
 
 
 def detectable_delta(sd: float, n: int, paired: bool, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -270,13 +291,11 @@ def detectable_delta(sd: float, n: int, paired: bool, alpha: float = ALPHA, powe
     seed SD (of the differences when paired). NaN when it cannot be estimated (n < 2, no spread)."""
     if n < 2 or not (math.isfinite(sd) and sd > 0):
         return math.nan
-    kw = dict(nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    if not paired:
-        kw = dict(nobs1=n, ratio=1.0, alpha=alpha, power=power, alternative="two-sided")
-    try:
-        d = _finite(_quiet(_solver(paired).solve_power, effect_size=None, **kw))
-    except (ValueError, ArithmeticError, RuntimeError):
-        d = math.nan
+    d = _solve(paired, effect_size=None, alpha=alpha, power=power, **_kw(n, paired))
+    if math.isnan(d):  # statsmodels' root finder gave up: scipy's brentq on the same power function
+        from scipy.optimize import brentq
+
+        d = brentq(lambda e: power_of(e, n, paired, alpha) - power, 1e-6, 1e3)
     return d * sd
 
 
@@ -285,24 +304,17 @@ def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = ALPHA, po
     """Seeds per setting for a two-sided t-test to detect ``delta`` with ``power`` (an integer as a
     float; inf above ``most``; NaN when there is no spread or no difference to aim at). statsmodels'
     root finder returns NaN when the answer is at the bottom of its range (a huge effect) or the
-    noncentral t overflows (a tiny one): both are caught by bracketing first."""
+    noncentral t fails (a tiny one): both are caught by bracketing first."""
     if not (math.isfinite(delta) and math.isfinite(sd)) or sd <= 0 or delta == 0:
         return math.nan
     d = abs(delta) / sd
-    solver = _solver(paired)
-
-    def power_at(n: float) -> float:
-        kw = dict(nobs=n) if paired else dict(nobs1=n, ratio=1.0)
-        return _finite(_quiet(solver.power, effect_size=d, alpha=alpha, alternative="two-sided", **kw))
-
-    if power_at(2) >= power:
+    if power_of(d, 2, paired, alpha) >= power:
         return 2.0
-    if not power_at(most) >= power:  # also catches NaN from the noncentral t at extreme n
+    if not power_of(d, most, paired, alpha) >= power:
         return math.inf
-    kw = dict(nobs=None) if paired else dict(nobs1=None, ratio=1.0)
-    n = _finite(_quiet(solver.solve_power, effect_size=d, alpha=alpha, power=power, alternative="two-sided", **kw))
-    if not math.isfinite(n):  # the solver failed inside a bracket known to hold the answer: scipy's brentq
+    n = _solve(paired, effect_size=d, alpha=alpha, power=power, **_kw(None, paired))
+    if math.isnan(n):  # the solver failed inside a bracket known to hold the answer: scipy's brentq
         from scipy.optimize import brentq
 
-        n = brentq(lambda x: power_at(x) - power, 2, most)
+        n = brentq(lambda x: power_of(d, x, paired, alpha) - power, 2, most)
     return float(math.ceil(n - 1e-9))

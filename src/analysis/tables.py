@@ -179,7 +179,8 @@ def markdown(s: Summary) -> str:
         lines.append("Common to all runs: " + " ".join(f"`{k}={v}`" for k, v in s.common.items()))
     if len(s.sources) > 1:
         lines.append("Merged sweeps: " + ", ".join(f"`{p}`" for p in s.sources))
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" if i < col else "---:"
+    left = {i for i, h in enumerate(header) if i < col or h == "verdict"}
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" if i in left else "---:"
                                                               for i in range(len(header))) + "|"]
     for i, row in enumerate(rows):
         cells = list(row)
