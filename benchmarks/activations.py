@@ -3,6 +3,7 @@
     python benchmarks/activations.py --device cuda                       # eager, bf16, channels_last
     python benchmarks/activations.py --device cuda --compile             # eager and torch.compile
     python benchmarks/activations.py --device cpu --steps 2 --batch 8    # smoke test
+    python benchmarks/activations.py --device cuda --compile --out acts.json   # also as JSON (gpu_check.py)
 
 One training step = forward, cross-entropy, backward, SGD (momentum) update on synthetic
 CIFAR-shaped data already on the device. On CUDA the step runs under bf16 autocast with
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import sys
 import time
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         "makes 2+ threads erratic)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile(model)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--out", default=None, help="also write the table as JSON here")
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -126,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             r = results[mode]
             row += f"{r[name]:>16,.0f}{r[name] / r['relu']:>9.3f}"
         print(row)
+    if args.out:
+        rows = [{"activation": n, **{f"{m}_img_s": results[m][n] for m, _ in modes},
+                 **{f"{m}_vs_relu": results[m][n] / results[m]["relu"] for m, _ in modes}} for n in names]
+        Path(args.out).write_text(json.dumps({"device": where, "batch": args.batch, "steps": args.steps,
+                                              "rounds": args.rounds, "modes": [m for m, _ in modes],
+                                              "rows": rows}, indent=2))
     return 0
 
 
