@@ -38,19 +38,25 @@ def train(cfg: DictConfig) -> float:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=_best_or_last(trainer), weights_only=True,
+        weights = _weights_to_test(cfg, trainer)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True,
                               verbose=not in_multirun())  # a sweep prints one table at the end instead
 
         metrics = collect(cfg, trainer, module, tested[0], time.perf_counter() - start)
+        metrics["tested_weights"] = "final" if weights is None else "best_val"
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
         log_hparams(loggers, cfg, metrics)
         return metrics[cfg.optimized_metric]
     return FAILED_VALUE  # only reached in a sweep, after the failure was recorded
 
 
-def _best_or_last(trainer: L.Trainer) -> str | None:
+def _weights_to_test(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """The checkpoint to test, None for the final weights in memory. Only a real hold-out
+    (data.val_size > 0) may pick the best epoch: with validation on the test split (the studies'
+    default) the best val/acc is a maximum over the test curve, so the final weights are tested and
+    the peak stays visible as val/acc_best, marked as selected on the test split."""
     ckpt = trainer.checkpoint_callback
-    if ckpt is None:  # fast_dev_run or no checkpoint callback: test the weights in memory
+    if not cfg.data.get("val_size") or ckpt is None:
         return None
     return ckpt.best_model_path or ckpt.last_model_path or None
 

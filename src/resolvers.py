@@ -8,9 +8,13 @@ import torch
 from omegaconf import OmegaConf
 
 
-def auto_precision() -> str:
-    """bf16 mixed precision on a GPU that has bf16 units (compute capability 8.0+), fp32 elsewhere.
-    Reads the capability, which allocates nothing on the GPU (a sweep's parent process composes too)."""
+def auto_precision(accelerator: str = "auto") -> str:
+    """bf16 mixed precision when training on a GPU that has bf16 units (compute capability 8.0+),
+    fp32 otherwise -- also on a GPU machine when the run is put on the CPU (trainer=cpu), where
+    bf16 autocast would only slow it down. Resolved when the trainer is built, i.e. in a sweep
+    worker after its GPU slot is set."""
+    if str(accelerator) not in ("auto", "gpu", "cuda"):
+        return "32-true"
     if torch.cuda.is_available() and torch.cuda.get_device_capability(0) >= (8, 0):
         return "bf16-mixed"
     return "32-true"

@@ -44,7 +44,11 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         "test/loss": _scalar(test_metrics.get("test/loss")),
         "val/acc_best": _scalar(module.val_acc_best.compute()) if module.val_acc_best.update_count else None,
         "val/acc_best_epoch": module.best_val_epoch,
+        # data.val_size=0 validates on the test split: the best val/acc is then a peak of the test
+        # curve, selected on the test set, and never reported as test/acc (train.py tests the final weights)
+        "val_is_test_split": not OmegaConf.select(cfg, "data.val_size", default=0),
         **module.clock.summary(),
+        **module.compile_report(),
         "wall_time_s": round(wall_time_s, 3),
         "peak_gpu_mem_mb": round(peak, 1) if peak is not None else None,
         "params": sum(p.numel() for p in module.model.parameters()),

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# a run that outgrows Dynamo's per-code graph limit must fail here, not silently fall back to eager
+torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 @pytest.fixture(scope="session")

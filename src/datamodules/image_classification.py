@@ -2,6 +2,7 @@
 as uint8 tensors; batches are sliced from it and augmented/normalised batched on the device."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,16 @@ from src.datamodules.loader import TensorBatchLoader
 from src.datamodules.sources import KNOWN_COUNTS, LOADERS, Splits
 from src.datamodules.splits import _check_fraction, stratified_holdout, stratified_subset
 from src.errors import ConfigError, DataError
+
+
+def check_shared_gpu_fits(nbytes: int, gpu_bytes: int, jobs_per_gpu: int | None = None) -> None:
+    """A sweep packing k jobs on one GPU (``jobs_per_gpu``) keeps k copies of the dataset there:
+    refuse when they would take more than half of the GPU, before the first copy is made."""
+    k = jobs_per_gpu or int(os.environ.get("IMGCLS_SWEEP_JOBS_PER_GPU", "1") or 1)
+    if k > 1 and nbytes * k > gpu_bytes // 2:
+        raise ConfigError(f"jobs_per_gpu={k} would keep {k} copies of this {nbytes / 2**30:.2f} GiB dataset on a "
+                          f"{gpu_bytes / 2**30:.0f} GiB GPU (over half of it): lower jobs_per_gpu, or set "
+                          f"data.on_device=false to keep the data in host memory")
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -74,6 +85,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.mean = torch.tensor(list(mean), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
         self.std = torch.tensor(list(std), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
         self.classes: list[str] = []
+        # Set by SpeedUp when the model is compiled: every batch of a stage then has one shape (the
+        # short last training batch is dropped, the last evaluation batch padded and masked)
+        self.static_shapes = False
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ loading
@@ -111,14 +125,21 @@ class ImageClassificationDataModule(L.LightningDataModule):
         else:
             val = test  # the studies we reproduce validate on the test split
         parts = {"train": (tx, ty), "val": val, "test": test}
-        device = self._target_device(sum(x.numel() for x, _ in parts.values()))
-        self._splits = {k: (x.to(device), y.to(device)) for k, (x, y) in parts.items()}
+        unique = {id(x): x for x, _ in parts.values()}  # val is the test split itself when val_size=0
+        device = self._target_device(sum(x.numel() for x in unique.values()))
+        moved: dict[int, torch.Tensor] = {}  # one device copy per tensor, shared by val and test
+        for pair in parts.values():
+            for t in pair:
+                if id(t) not in moved:
+                    moved[id(t)] = t.to(device)
+        self._splits = {k: (moved[id(x)], moved[id(y)]) for k, (x, y) in parts.items()}
 
     def _target_device(self, nbytes: int) -> torch.device:
         """The training device when the uint8 data takes under a quarter of its free memory."""
         root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.on_device in (False, "false", "off") or root.type != "cuda":
             return torch.device("cpu")
+        check_shared_gpu_fits(nbytes, torch.cuda.get_device_properties(root).total_memory)
         if self.on_device == "auto":
             free, _ = torch.cuda.mem_get_info(root)
             return root if nbytes < free // 4 else torch.device("cpu")
@@ -131,13 +152,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self):
         x, y = self._splits["train"]
         overfit = self.trainer is not None and self.trainer.overfit_batches > 0
-        return TensorBatchLoader(x, y, self.batch_size, shuffle=not overfit, drop_last=False, seed=self.seed)
+        # compiled: a short last batch would compile (and capture) a second graph inside the timed
+        # epoch, so it is dropped -- a different permutation every epoch, so no image is always left out
+        drop = self.static_shapes and len(y) >= self.batch_size
+        return TensorBatchLoader(x, y, self.batch_size, shuffle=not overfit, drop_last=drop, seed=self.seed)
 
     def val_dataloader(self):
-        return TensorBatchLoader(*self._splits["val"], self.eval_batch_size)
+        return TensorBatchLoader(*self._splits["val"], self.eval_batch_size, pad_last=self.static_shapes)
 
     def test_dataloader(self):
-        return TensorBatchLoader(*self._splits["test"], self.eval_batch_size)
+        return TensorBatchLoader(*self._splits["test"], self.eval_batch_size, pad_last=self.static_shapes)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch

@@ -14,12 +14,16 @@ class TensorBatchLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        pad_last: bool = False,
     ):
+        """``pad_last``: fill a short last batch up to ``batch_size`` with copies of the first
+        images labelled -1 (``src.lit.losses.IGNORE``), which the losses and metrics leave out; a
+        compiled model then sees one evaluation shape and compiles no second graph."""
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed = seed
+        self.seed, self.pad_last = seed, pad_last
         self.epoch = 0  # each pass draws a new order, reproducible from (seed, epoch)
 
     def __len__(self) -> int:
@@ -37,7 +41,12 @@ class TensorBatchLoader:
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
             if order is None:
-                yield self.images[lo:hi], self.labels[lo:hi]
+                x, y = self.images[lo:hi], self.labels[lo:hi]
             else:
                 idx = order[lo:hi]
-                yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+                x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+            if self.pad_last and hi - lo < self.batch_size and n > self.batch_size:
+                fill = self.batch_size - (hi - lo)
+                x = torch.cat([x, self.images[:fill]])
+                y = torch.cat([y, torch.full((fill,), -1, dtype=y.dtype, device=y.device)])
+            yield x, y

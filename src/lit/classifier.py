@@ -12,7 +12,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from src.lit.clock import RunClock
-from src.lit.losses import build_loss, split_decay_groups
+from src.lit.losses import IGNORE, build_loss, split_decay_groups
 from src.lit.stage_stats import StageStats
 
 
@@ -52,12 +52,15 @@ class ClassifierModule(L.LightningModule):
         # loss on the device, read once per epoch (a NaN loss is caught by the divergence check)
         self.stats = nn.ModuleDict({f"{s}_": StageStats() for s in STAGES})
         self.val_acc_best = MaxMetric()
-        self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE, validate_args=False)
         # Plain Python state for metrics.json; filled once per epoch, never per step.
         self.best_val_epoch: int | None = None
         self.clock = RunClock()
-        self.compiled = False  # set by the SpeedUp callback: the first step then includes compilation
-        self._test_images = 0
+        # Set by the SpeedUp callback (src/lit/speed.py): compiled models time their warm-up calls apart
+        self.compiled = False
+        self.warmup_calls = 1
+        self.compile_info: dict = {"compiled": False, "compile_mode": None, "compile_fallback": None}
+        self.graphs_at_start = 0
         # First step whose loss was NaN/Inf, kept on the device so checking costs no per-step sync.
         self.register_buffer("_bad_step", torch.tensor(-1), persistent=False)
 
@@ -68,16 +71,16 @@ class ClassifierModule(L.LightningModule):
     def _step(self, stage: str, batch):
         x, y = batch
         logits = self(x)
-        loss = self.criterion(logits, y)
-        self.stats[stage + "_"].update(logits.detach(), y, loss)
+        loss = self.criterion(logits, y)  # evaluation batches may hold padding (label IGNORE)
+        self.stats[stage + "_"].update(logits.detach(), y, loss, masked=stage != "train")
         return loss, logits
 
     def training_step(self, batch, batch_idx):
         if self._sam_second_pass():  # SAM's gradient at the perturbed weights: no metrics, no BN update
-            from src.lit.sam import bn_stats_frozen
+            from src.lit.sam import keep_bn_stats
 
-            with bn_stats_frozen(self.model):
-                return self.criterion(self(batch[0]), batch[1])
+            self.trainer.optimizers[0].after_second_pass(keep_bn_stats(self.model))
+            return self.criterion(self(batch[0]), batch[1])
         if self.global_step == 0 and batch_idx == 0:
             self._log_image_grid(batch[0])
         if self.hparams.input_noise_std > 0:
@@ -92,9 +95,45 @@ class ClassifierModule(L.LightningModule):
     def _sam_second_pass(self) -> bool:
         return self._trainer is not None and getattr(self.trainer.optimizers[0], "in_second_pass", False)
 
+    # ------------------------------------------------------------------ compile warm-up timing
+    def _warmup_start(self, stage: str, batch) -> None:
+        if self.compiled:
+            from src.lit.compile_state import graphs_compiled
+
+            self.clock.warmup_start(stage, batch[0].shape, self.warmup_calls, self.device, graphs_compiled())
+
+    def _warmup_end(self, batch) -> None:
+        if self.compiled:
+            from src.lit.compile_state import graphs_compiled
+
+            self.clock.warmup_end(self.device, graphs_compiled(), batch[1].shape[0])
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._warmup_start("train", batch)
+
+    def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self._warmup_start("val", batch)
+
+    def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        self._warmup_end(batch)
+
+    def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self._warmup_start("test", batch)
+
+    def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        self._warmup_end(batch)
+
+    def compile_report(self) -> dict:
+        """For metrics.json: whether the model ran compiled, how many graphs that took, and how
+        many of them were compiled inside timed steps (0 when the batch shapes are static)."""
+        from src.lit.compile_state import graphs_compiled
+
+        graphs = graphs_compiled() - self.graphs_at_start
+        return {**self.compile_info, "compile_graphs": graphs,
+                "graphs_compiled_while_timed": graphs - self.clock.warm_graphs}
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        if self.compiled and batch_idx == 0 and not self.clock.train_times:
-            self.clock.exclude_warmup(self.device)
+        self._warmup_end(batch)
         # also on the epoch's last batch: before any epoch-end hook can checkpoint diverged weights
         last = batch_idx + 1 >= self.trainer.num_training_batches
         if last or (batch_idx + 1) % self.hparams.divergence_check_every == 0:
@@ -110,8 +149,7 @@ class ClassifierModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         _, logits = self._step("test", batch)
-        self.confusion.update(logits, batch[1])
-        self._test_images += batch[1].shape[0]
+        self.confusion.update(logits, batch[1])  # padding (IGNORE) is left out
 
     # ------------------------------------------------------------------ epoch bookkeeping
     def _log_stage(self, stage: str) -> float:
@@ -148,11 +186,10 @@ class ClassifierModule(L.LightningModule):
         self.log("time/train_images_per_s", self.clock.last_images_per_s)
 
     def on_test_epoch_start(self):
-        self._test_images = 0
         self.clock.start_eval(self.device)
 
     def on_test_epoch_end(self):
-        self.clock.end_eval(self.device, self._test_images)
+        self.clock.end_eval(self.device, int(self.stats["test_"].seen))  # real images, not padding
         self._log_stage("test")
         self._log_confusion()
 

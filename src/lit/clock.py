@@ -1,6 +1,11 @@
 """Run timing for the study tables: epoch wall time, training images/s (validation excluded),
-compile time kept apart, evaluation images/s. The GPU is synchronised only at phase boundaries,
-never per step."""
+compile time kept apart, evaluation images/s. The GPU is synchronised only at phase boundaries
+and around a compiled model's warm-up calls, never per step.
+
+Warm-up: the first call of a compiled model for each (stage, batch shape) compiles a graph, and
+with CUDA graphs the second records one. Those calls are timed apart (their time is `compile_s`)
+and kept out of images/s; a graph compiled outside them would be a hidden compile inside the
+timed epoch, and is counted (`graphs_compiled_while_timed`, 0 when static shapes work)."""
 from __future__ import annotations
 
 import time
@@ -23,6 +28,10 @@ class RunClock:
         self.eval_images = 0
         self._epoch_images = 0
         self._t_epoch = self._t_train = self._t_eval = None
+        self._calls: dict[tuple, int] = {}  # calls so far per (stage, shape), for warm-up
+        self._warm: tuple | None = None     # (t0, graphs at t0, stage) while a warm-up call runs
+        self.warm_graphs = 0                # graphs compiled during warm-up calls
+        self._eval_excluded, self._eval_warm_images = 0.0, 0
 
     # training epochs -------------------------------------------------------------------
     def start_epoch(self, device) -> None:
@@ -34,12 +43,33 @@ class RunClock:
     def count(self, n: int) -> None:
         self._epoch_images += n
 
-    def exclude_warmup(self, device) -> None:
-        """After a compiled model's first step: its compile time is reported, not averaged in."""
+    def warmup_start(self, stage: str, shape, calls: int, device, graphs: int) -> bool:
+        """Before a step: True (and the clock started) when it is one of the first ``calls`` calls
+        for this stage and batch shape. Evaluation shares one graph (same shapes, no grad)."""
+        key = ("eval" if stage != "train" else "train", tuple(shape))
+        n = self._calls[key] = self._calls.get(key, 0) + 1
+        if n > calls:
+            return False
         sync(device)
-        now = time.perf_counter()
-        self.compile_s += now - self._t_train
-        self._t_train, self._epoch_images = now, 0
+        self._warm = (time.perf_counter(), graphs, stage)
+        return True
+
+    def warmup_end(self, device, graphs: int, images: int = 0) -> None:
+        """After a warm-up step: its time is compile time, its images are not counted."""
+        if self._warm is None:
+            return
+        sync(device)
+        t0, g0, stage = self._warm
+        dt = time.perf_counter() - t0
+        self.compile_s += dt
+        self.warm_graphs += graphs - g0
+        if stage == "train":
+            self._t_train += dt
+            self._epoch_images -= images
+        elif stage == "test":
+            self._eval_excluded += dt
+            self._eval_warm_images += images
+        self._warm = None
 
     def train_done(self, device) -> None:
         if self._t_train is None or self._train_done:
@@ -62,11 +92,12 @@ class RunClock:
     def start_eval(self, device) -> None:
         sync(device)
         self._t_eval = time.perf_counter()
+        self._eval_excluded, self._eval_warm_images = 0.0, 0
 
     def end_eval(self, device, images: int) -> None:
         sync(device)
-        self.eval_time += time.perf_counter() - self._t_eval
-        self.eval_images += images
+        self.eval_time += time.perf_counter() - self._t_eval - self._eval_excluded
+        self.eval_images += images - self._eval_warm_images
 
     # summaries and resume --------------------------------------------------------------
     def summary(self) -> dict:
@@ -75,7 +106,7 @@ class RunClock:
             "epochs": len(self.epoch_times),
             "epoch_time_mean_s": round(sum(self.epoch_times) / len(self.epoch_times), 4) if self.epoch_times else None,
             "train_images_per_s": round(self.train_images / train, 1) if train > 0 else None,
-            "test_images_per_s": round(self.eval_images / self.eval_time, 1) if self.eval_time > 0 else None,
+            "test_images_per_s": round(self.eval_images / self.eval_time, 1) if self.eval_time > 0 and self.eval_images else None,
             "compile_s": round(self.compile_s, 2),
         }
 

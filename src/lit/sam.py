@@ -48,6 +48,7 @@ class SAM(Optimizer):
         self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self.in_second_pass = False  # True while the closure runs at the perturbed weights
+        self._after_second_pass: list[Callable[[], Any]] = []
 
     @torch.no_grad()
     def _perturbation(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -90,10 +91,16 @@ class SAM(Optimizer):
             closure()  # gradient at w + e
         finally:
             self.in_second_pass = False
+            while self._after_second_pass:  # after its backward, which may still read the buffers
+                self._after_second_pass.pop(0)()
             with torch.no_grad():
                 torch._foreach_sub_(params, steps)  # back to w
         self.base_optimizer.step()
         return loss
+
+    def after_second_pass(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` once the second pass's backward is done (see ``keep_bn_stats``)."""
+        self._after_second_pass.append(fn)
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -102,15 +109,36 @@ class SAM(Optimizer):
         self.base_optimizer.state = self.state
 
 
+def keep_bn_stats(module: nn.Module) -> Callable[[], None]:
+    """Save the running statistics of the BatchNorm layers in ``module`` and return the function
+    that copies them back in place: SAM's second pass normalises with its batch's statistics but
+    must not count as another batch. Same numbers as running it with momentum 0, and the same
+    buffers (CUDA graphs need them); changing ``momentum`` instead would make a compiled model
+    compile a second graph, since BatchNorm's forward branches on it. Restore only after the pass's
+    backward: a compiled BatchNorm saves the buffers for it. ``num_batches_tracked`` is restored too."""
+    layers = [m for m in module.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    with torch.no_grad():
+        saved = [(m, [b.clone() for b in _stats(m)]) for m in layers]
+
+    @torch.no_grad()
+    def restore() -> None:
+        for m, copies in saved:
+            for buf, copy in zip(_stats(m), copies):
+                buf.copy_(copy)
+
+    return restore
+
+
 @contextlib.contextmanager
 def bn_stats_frozen(module: nn.Module) -> Iterator[None]:
-    """BatchNorm layers inside ``module`` keep their running statistics unchanged (momentum 0) while
-    still normalising with the batch's statistics: for SAM's second pass."""
-    saved = [(m, m.momentum) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m, _ in saved:
-        m.momentum = 0.0
+    """``keep_bn_stats`` as a context (for eager code that runs backward inside it)."""
+    restore = keep_bn_stats(module)
     try:
         yield
     finally:
-        for m, momentum in saved:
-            m.momentum = momentum
+        restore()
+
+
+def _stats(m: nn.Module) -> list[torch.Tensor]:
+    return [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]

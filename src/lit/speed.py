@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import ConfigError
+from src.lit.trainer_options import reconcile
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -30,12 +31,34 @@ def resolve_compile(setting, device: torch.device) -> str | None:
     return setting
 
 
+def target_device(accelerator) -> torch.device:
+    """The device a Trainer with this ``accelerator`` will train on (NVML-based check in sweeps, so
+    asking does not initialise CUDA before a worker's GPU slot is set)."""
+    if str(accelerator) in ("gpu", "cuda") or (accelerator in (None, "auto") and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _resolve_backend(backend):
+    """A torch.compile backend: a registered name ("inductor", "eager", "aot_eager") or the dotted
+    path of a callable (tests use one that raises)."""
+    if callable(backend) or backend in (None, "inductor"):
+        return backend or "inductor"
+    if "." in str(backend):
+        from hydra.utils import get_method
+
+        return get_method(str(backend))
+    return str(backend)
+
+
 class SpeedUp(Callback):
     """channels_last weights (every conv then runs NHWC) and an in-place torch.compile of the model,
-    so checkpoints keep their plain parameter names."""
+    so checkpoints keep their plain parameter names. Each run starts from a clean compiler state,
+    asks the data module for static batch shapes when compiled (one graph for training, one for
+    evaluation) and, with ``compile=auto``, falls back to eager if compiling fails."""
 
-    def __init__(self, compile="auto", channels_last="auto"):
-        self.compile, self.channels_last = compile, channels_last
+    def __init__(self, compile="auto", channels_last="auto", backend="inductor"):
+        self.compile, self.channels_last, self.backend = compile, channels_last, backend
         resolve_compile(compile, torch.device("cpu"))  # validate now, before any data is read
         self._done = False
 
@@ -43,13 +66,30 @@ class SpeedUp(Callback):
         if self._done:
             return
         self._done = True
+        from src.lit.compile_state import compile_in_place, fallback_warning, fresh_compiler_state, graphs_compiled
+
         device = trainer.strategy.root_device
+        fresh_compiler_state(device)
+        pl_module.graphs_at_start = graphs_compiled()
         if self.channels_last is True or (self.channels_last == "auto" and device.type == "cuda"):
             pl_module.model.to(memory_format=torch.channels_last)
         mode = resolve_compile(self.compile, device)
-        if mode is not None:
-            pl_module.model.compile(mode=mode, dynamic=False)
-            pl_module.compiled = True
+        pl_module.compile_info = {"compiled": mode is not None, "compile_mode": mode, "compile_fallback": None}
+        if mode is None:
+            return
+
+        def on_fallback(exc: BaseException) -> None:
+            pl_module.compile_info.update(compiled=False, compile_fallback=fallback_warning(exc))
+            pl_module.compiled = False
+
+        auto = self.compile in ("auto", True)
+        compile_in_place(pl_module.model, mode, _resolve_backend(self.backend), fallback=auto, on_fallback=on_fallback)
+        pl_module.compiled = True
+        # CUDA graph trees record a graph on its second call: both first calls are warm-up
+        pl_module.warmup_calls = 2 if mode == "reduce-overhead" and device.type == "cuda" else 1
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "static_shapes"):
+            dm.static_shapes = True
 
 
 def _no_cloud_tips(record: logging.LogRecord) -> bool:
@@ -71,7 +111,7 @@ def _quiet() -> None:
 
 
 def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
-                  **kwargs) -> L.Trainer:
+                  compile_backend="inductor", **kwargs) -> L.Trainer:
     """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
     In a parallel sweep's worker there is no progress bar, no model summary and no info notes: the
     jobs share one terminal, where the sweep prints its status line (the parameter count is in
@@ -79,7 +119,11 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
     _quiet()
     if benchmark is None:
         benchmark = not deterministic
-    callbacks = [*(callbacks or []), SpeedUp(compile, channels_last)]
+    callbacks = [*(callbacks or []), SpeedUp(compile, channels_last, compile_backend)]
+    if resolve_compile(compile, target_device(kwargs.get("accelerator", "auto"))) is not None:
+        # Lightning validates under torch.inference_mode(); compiling (and capturing CUDA graphs)
+        # there first and then training is a known PyTorch bug class (pytorch issue 135892)
+        kwargs["inference_mode"] = False
     if os.environ.get("IMGCLS_SWEEP_PARENT_PID"):
         from lightning.pytorch.callbacks import ProgressBar
 
@@ -89,4 +133,5 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
         # Lightning's notes ("GPU available", "Restoring states") from every worker would bury the
         # sweep's status line; warnings and errors still show
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    callbacks, kwargs = reconcile(callbacks, kwargs)  # flags win over callbacks, estimate line (trainer_options.py)
     return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)

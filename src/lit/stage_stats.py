@@ -20,12 +20,19 @@ class StageStats(Metric):
         self.add_state("seen", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("loss_sum", torch.zeros(()), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, masked: bool = False) -> None:
         """``loss`` is the batch's mean loss: weighted by the batch size, so epochs with a short
-        last batch average over images, not over steps."""
-        self.correct += (logits.argmax(dim=1) == target).sum()
-        self.seen += target.shape[0]
-        self.loss_sum += loss.detach().float() * target.shape[0]
+        last batch average over images, not over steps. ``masked``: labels < 0 are padding (a
+        compiled model's evaluation batches all have one shape) and are not counted."""
+        hit = logits.argmax(dim=1) == target
+        if masked:
+            n = (target >= 0).sum()
+            self.correct += (hit & (target >= 0)).sum()
+        else:  # training: a Python int, no extra kernels per step
+            n = target.shape[0]
+            self.correct += hit.sum()
+        self.seen += n
+        self.loss_sum += loss.detach().float() * n
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(accuracy, mean loss); NaN before any update."""
