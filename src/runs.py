@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def recorded_outcome(cfg: DictConfig):
                                 f"writable hydra.run.dir") from None
             raise
         print(f"[failed] {out}: {one_line(e)}", file=sys.stderr)
+        from src.sweeps.slots import is_cuda_error, retire_worker
+
+        if is_cuda_error(e) and retire_worker():  # its CUDA context would fail every later job too
+            print(f"[failed] CUDA error: worker {os.getpid()} retires after this job; a fresh one takes its place",
+                  file=sys.stderr)
 
 
 FAILED_VALUE = math.nan  # what a failed or diverged sweep job returns to the sweeper

@@ -25,128 +25,16 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from src.results import write_json
-
-ENV_GPUS = "IMGCLS_SWEEP_GPUS"         # the parent's GPU ids, comma-separated ("" = CPU only)
-ENV_N_JOBS = "IMGCLS_SWEEP_N_JOBS"     # parallel jobs of the sweep
-ENV_PER_GPU = "IMGCLS_SWEEP_JOBS_PER_GPU"
-ENV_SLOT_DIR = "IMGCLS_GPU_SLOT_DIR"   # where the slot lock files live (one folder per launching process)
-ENV_PARENT = "IMGCLS_SWEEP_PARENT_PID"
-FAKE_GPUS = "IMGCLS_FAKE_GPUS"
-
-
-# ------------------------------------------------------------------------- GPUs and n_jobs
-def visible_gpus() -> list[str]:
-    """GPU ids this process may use, as CUDA_VISIBLE_DEVICES would name them. Never initialises
-    CUDA (torch counts devices through NVML)."""
-    fake = os.environ.get(FAKE_GPUS)
-    if fake is not None:
-        return [g.strip() for g in fake.split(",") if g.strip()]
-    try:
-        import torch
-
-        n = torch.cuda.device_count()
-    except Exception:
-        return []
-    if n <= 0:
-        return []
-    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if cvd:
-        return [g.strip() for g in cvd.split(",") if g.strip()][:n]
-    return [str(i) for i in range(n)]
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_parallel_jobs(cores: int | None = None) -> int:
-    """CPU-only machines: jobs of 2 threads each (2 jobs of 1 thread on a 2-core machine)."""
-    cores = cores or cpu_cores()
-    return max(1, cores // 2) if cores > 2 else cores
-
-
-def parallel_jobs(jobs_per_gpu: Any = 1) -> int:
-    """The parallel launcher's n_jobs: GPUs × jobs_per_gpu, or cpu_parallel_jobs() without GPUs."""
-    try:
-        k = int(jobs_per_gpu)
-    except (TypeError, ValueError):
-        k = 0
-    if k < 1 or str(k) != str(jobs_per_gpu).strip():
-        raise ValueError(f"jobs_per_gpu={jobs_per_gpu} is not valid: use an integer >= 1")
-    gpus = visible_gpus()
-    return len(gpus) * k if gpus else cpu_parallel_jobs()
-
-
-if not OmegaConf.has_resolver("imgcls_parallel_jobs"):
-    OmegaConf.register_new_resolver("imgcls_parallel_jobs", parallel_jobs)
-
-
-# ------------------------------------------------------------------------------ GPU slots
-_slot: dict | None = None   # this worker's slot, taken once, kept (with its lock) for the process's life
-_slot_fd: int | None = None
-
-
-def _try_lock(path: Path) -> int | None:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def take_slot(gpus: list[str], jobs_per_gpu: int, n_jobs: int, lock_dir: Path) -> dict:
-    """This process's slot: the first free (slot, GPU) pair, round the GPUs first so that the
-    first len(gpus) workers land on different GPUs. Without GPUs, one of n_jobs CPU slots."""
-    global _slot, _slot_fd
-    if _slot is not None:
-        return _slot
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    pairs = [(s, g) for s in range(jobs_per_gpu) for g in gpus] if gpus else [(s, None) for s in range(n_jobs)]
-    for s, g in pairs:
-        fd = _try_lock(lock_dir / (f"gpu{g}-slot{s}.lock" if g is not None else f"cpu-slot{s}.lock"))
-        if fd is not None:
-            _slot, _slot_fd = {"gpu": g, "slot": s, "locked": True}, fd
-            break
-    else:  # more workers than slots (hydra.launcher.n_jobs set by hand): share, but say so
-        s, g = pairs[os.getpid() % len(pairs)]
-        warnings.warn(f"all {len(pairs)} GPU slots are taken (more parallel jobs than GPUs x jobs_per_gpu); "
-                      f"this worker shares GPU {g}")
-        _slot = {"gpu": g, "slot": s, "locked": False}
-    if _slot["gpu"] is not None:
-        try:
-            import torch
-
-            if torch.cuda.is_initialized():
-                warnings.warn("CUDA was initialised before the GPU slot was taken: CUDA_VISIBLE_DEVICES "
-                              "cannot take effect in this worker")
-        except Exception:
-            pass
-        os.environ["CUDA_VISIBLE_DEVICES"] = _slot["gpu"]
-    threads = max(1, cpu_cores() // max(1, n_jobs))
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except Exception:
-        pass
-    _slot["threads"] = threads
-    return _slot
+from src.sweeps import slots
+from src.sweeps.slots import (  # noqa: F401  (re-exported: tests and older code import them from here)
+    ENV_GPUS, ENV_N_JOBS, ENV_PARENT, ENV_PER_GPU, ENV_SLOT_DIR, FAKE_GPUS, cpu_cores, cpu_parallel_jobs,
+    is_cuda_error, parallel_jobs, retire_worker, take_slot, visible_gpus)
 
 
 # ------------------------------------------------------------------------------ live status
@@ -279,6 +167,9 @@ class SweepCallback(Callback):
             os.environ[ENV_N_JOBS] = str(n_jobs)
             os.environ[ENV_PER_GPU] = str(int(OmegaConf.select(config, "jobs_per_gpu", default=1) or 1))
             os.environ[ENV_PARENT] = str(os.getpid())
+            # workers inherit this: torch.cuda.is_available()/device_count() then ask NVML and leave
+            # the CUDA driver alone until the worker's slot has set CUDA_VISIBLE_DEVICES
+            os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
             if ENV_SLOT_DIR not in os.environ:  # one folder per launching process, removed when it exits
                 os.environ[ENV_SLOT_DIR] = str(Path(tempfile.gettempdir()) /
                                                f"imgcls-gpu-slots-{os.getuid()}-{os.getpid()}")
@@ -331,7 +222,7 @@ class SweepCallback(Callback):
         _write_job_record(config, {**slot, "pid": os.getpid(), "start": time.time(), "end": None})
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        if _slot is None:
+        if slots._slot is None:
             return
         path = _job_record_path(config)
         try:

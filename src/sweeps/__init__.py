@@ -1,0 +1,1 @@
+"""Sweep machinery: GPU slots and worker rules (the Hydra callback is src/sweep_callbacks.py)."""
