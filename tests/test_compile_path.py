@@ -156,3 +156,36 @@ def test_precision_follows_the_accelerator(monkeypatch, tmp_path):
     default = compose_cfg([], tmp_path)
     assert OmegaConf.select(on_cpu, "trainer.precision") == "32-true"
     assert OmegaConf.select(default, "trainer.precision") == "bf16-mixed"
+
+
+# ------------------------------------------------------------------ no selection on the test set
+def test_validating_on_the_test_split_tests_the_final_weights(fake_data, tmp_path):
+    """data.val_size=0: val/acc is test accuracy, so the best epoch is selected on the test set;
+    test/acc must be the final epoch's, the peak stays val/acc_best (marked as on the test split)."""
+    import pandas as pd
+
+    cfg = compose_cfg(["model=lenet5", "data=mnist", "seed=0", "trainer.max_epochs=3", "data.batch_size=16",
+                       "optimizer.lr=0.3", "trainer.enable_model_summary=false", "~callbacks.progress_bar"],
+                      tmp_path, fake_data)
+    train(cfg)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    val = pd.read_csv(tmp_path / "csv" / "metrics.csv")["val/acc"].dropna().to_numpy()
+    assert len(val) == 3 and m["tested_weights"] == "final" and m["val_is_test_split"] is True
+    assert m["test/acc"] == pytest.approx(val[-1], abs=1e-6)  # the last epoch, not the best one
+    assert m["val/acc_best"] == pytest.approx(val.max(), abs=1e-6)
+
+
+class _Ckpt:
+    best_model_path, last_model_path = "best.ckpt", "last.ckpt"
+
+
+@pytest.mark.parametrize("val_size, expected", [(0, None), (5000, "best.ckpt"), (0.1, "best.ckpt")])
+def test_only_a_real_holdout_may_pick_the_best_checkpoint(val_size, expected):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from train import _weights_to_test
+
+    cfg = OmegaConf.create({"data": {"val_size": val_size}})
+    assert _weights_to_test(cfg, SimpleNamespace(checkpoint_callback=_Ckpt())) == expected
