@@ -111,3 +111,32 @@ def test_a_completed_duplicate_wins_over_a_failed_one(tmp_path):
     kept = s.runs[s.runs["setting"] == "activation=relu"]
     assert sorted(json.loads((Path(r) / "metrics.json").read_text())["status"] for r in kept["path"]) == \
         ["completed", "completed"]
+
+
+def test_analysis_imports_go_one_way():
+    """stats knows nothing of sweeps, tables or figures, and no module of src/analysis imports
+    another that (directly or not) imports it back."""
+    import ast
+
+    pkg = Path(__file__).resolve().parent.parent / "src" / "analysis"
+    graph = {}
+    for f in pkg.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        graph[f.stem] = {n.split(".")[2] for n in names if n.startswith("src.analysis.")} - {f.stem}
+        if f.stem == "stats":
+            assert not {n for n in names if n.startswith("src")}, names
+            assert {n.split(".")[0] for n in names} <= {"__future__", "math", "warnings", "dataclasses", "numpy",
+                                                       "scipy", "statsmodels"}, names
+
+    def reaches(a: str, b: str, seen=()) -> bool:
+        return any(n == b or (n not in seen and reaches(n, b, (*seen, n))) for n in graph.get(a, ()))
+
+    assert graph["stats"] == set() and "stats" in graph["comparisons"]
+    for mod in graph:
+        assert not reaches(mod, mod), f"import cycle through src.analysis.{mod}"
+    assert max(len(f.read_text().splitlines()) for f in pkg.glob("*.py")) < 400
