@@ -151,6 +151,11 @@ def test_reference_pairs_the_other_keys_and_bad_references_are_one_line_errors(t
     relu2 = [json.loads(m.read_text())["test/acc"] for m in (sd / "activation=relu,model.depth=2").rglob("metrics.json")]
     swish2 = [json.loads(m.read_text())["test/acc"] for m in (sd / "activation=swish,model.depth=2").rglob("metrics.json")]
     assert got == pytest.approx(np.mean(relu2) - np.mean(swish2))
+    # by default the first value of the first key, matched on the other keys
+    default = report.write_report(sd, out_dir=out, show=False, plots=False).table.set_index("setting")
+    assert default.loc["activation=swish,model.depth=4", "reference"] == "activation=relu,model.depth=4"
+    assert default.loc["activation=relu,model.depth=4", "verdict"] == "reference"
+    assert "Δ vs activation=relu (pp) [95% CI]" in (out / "summary.md").read_text()
     capsys.readouterr()
     bad = tmp_path / "bad"
     for args, fragments in ((["--reference", "activation=gelu"], ("no setting has activation=gelu", "relu, swish")),

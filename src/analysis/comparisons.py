@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from src.analysis import stats
-from src.analysis.summary import Summary, reference_map, run_values
+from src.analysis.summary import Summary, default_reference, reference_map, run_values
 
 COLUMNS = ("reference", "paired", "test", "delta", "delta_ci_low", "delta_ci_high", "t", "df", "p", "p_adj",
            "verdict", "exact_test", "exact_p", "exact_p_adj", "exact_all", "exact_floor", "exact_cannot_reach_alpha",
@@ -93,8 +93,7 @@ def compare(s: Summary, reference: str | None = None, alpha: float = stats.ALPHA
         cmp[c] = cmp[c].astype(bool)
     s.table = pd.concat([s.table.drop(columns=[c for c in COLUMNS if c in s.table], errors="ignore"),
                          cmp.set_index(s.table.index)], axis=1)
-    first = s.table["setting"].iloc[0] if len(s.table) else None
-    s.options = dict(reference=reference or (f"{first} (the first setting)" if first else None), alpha=alpha,
+    s.options = dict(reference=reference or default_reference(s), alpha=alpha,
                      adjust=adjust, equivalence=equivalence, target_delta=target_delta,
                      comparisons=int(np.isfinite(cmp["p"].to_numpy(float)).sum()), power=stats.POWER)
     return s
@@ -110,15 +109,13 @@ def compared(s: Summary) -> pd.DataFrame:
 def notice(s: Summary) -> str | None:
     """One line for under the printed table: each verdict that rests on the normal assumption alone
     and each inconclusive one, with the seeds per setting it would take (a planning estimate)."""
-    from src.analysis.summary import label
-
     t = compared(s)
     alpha, power = s.options.get("alpha", stats.ALPHA), s.options.get("power", stats.POWER)
     target = s.options.get("target_delta")
     aim = f"a Δ of {target:g}{' pp' if s.percent else ''}" if target else "the observed Δ"
     parts = []
     for _, r in t.iterrows():
-        name = f"{label(s, r['setting'])} vs {label(s, r['reference'])}"
+        name = versus(s, r["setting"], r["reference"])
         if r["normal_only"]:
             need = stats.seeds_for_exact(alpha, paired=bool(r["paired"]))
             why = "cannot reach" if r["exact_cannot_reach_alpha"] else "does not reach"
@@ -130,6 +127,21 @@ def notice(s: Summary) -> str | None:
                          f"{power:.0%} power, a planning estimate)" if need != "?" else "too few runs to estimate "
                          "the seeds it would take)"))
     return "; ".join(parts) + "." if parts else None
+
+
+def versus(s: Summary, setting: str, reference: str) -> str:
+    """'tanh vs relu'; with several keys only the reference's differing values ('activation=swish,
+    model.depth=4 vs activation=relu')."""
+    from src.analysis.summary import label
+
+    if len(s.keys) <= 1:
+        return f"{label(s, setting)} vs {label(s, reference)}"
+    try:
+        mine = dict(kv.split("=", 1) for kv in setting.split(","))
+        other = [kv for kv in reference.split(",") if mine.get(kv.split("=", 1)[0]) != kv.split("=", 1)[1]]
+    except (ValueError, IndexError):  # a value with a comma in it: name the reference in full
+        other = []
+    return f"{setting} vs {','.join(other) or reference}"
 
 
 def _seeds(x: float) -> str:

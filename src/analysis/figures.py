@@ -96,7 +96,7 @@ def comparison_chart(s: Summary, path: Path) -> bool:
     written) when no setting was compared."""
     from matplotlib.lines import Line2D
 
-    from src.analysis.comparisons import compared
+    from src.analysis.comparisons import compared, versus
 
     t = compared(s)
     if t.empty:
@@ -118,7 +118,7 @@ def comparison_chart(s: Summary, path: Path) -> bool:
         p = "" if pd.isna(r["p_adj"]) else f"p = {r['p_adj']:.3g}, "
         ax.annotate(f"{p}{r['verdict']}", (d, yi), xytext=(0, 7), textcoords="offset points", ha="center",
                     fontsize=7, color=colour)
-    ax.set_yticks(y, [f"{setting_label(s, a)} vs {setting_label(s, b)}" for a, b in zip(t["setting"], t["reference"])])
+    ax.set_yticks(y, [versus(s, a, b) for a, b in zip(t["setting"], t["reference"])])
     ax.set_ylim(-0.7, len(t) - 0.3)
     unit = " (pp)" if s.percent else ""
     ax.set_xlabel(f"Δ {s.metric}{unit}, mean difference with 95 % CI ({'higher' if s.higher_is_better else 'lower'} "

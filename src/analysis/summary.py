@@ -139,11 +139,14 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
 def reference_map(s: Summary, reference: str | None) -> dict[str, str]:
     """setting -> the setting it is compared with. ``reference`` "k=v[,k2=v2]": the setting with these
     values and the same values of the other keys (relu at depth 20 for swish at depth 20); None: the
-    first setting in the table's (the command line's) order. A bad key or value is a KeyError whose
-    message is the one line the user sees."""
+    first value of the first key in the command line's order, matched on the other keys the same
+    way (with one key: the first setting). A bad key or value is a KeyError whose message is the one
+    line the user sees."""
     settings = list(s.table["setting"])
     if not reference:
-        return {x: settings[0] for x in settings}
+        if not s.keys:
+            return {x: settings[0] for x in settings}
+        reference = default_reference(s)
     want = {}
     for part in reference.split(","):
         key, sep, value = part.partition("=")
@@ -161,6 +164,11 @@ def reference_map(s: Summary, reference: str | None) -> dict[str, str]:
         if ref is not None:
             out[r["setting"]] = ref
     return out
+
+
+def default_reference(s: Summary) -> str | None:
+    """The first value of the first key ("activation=relu"), as the command line gave them."""
+    return f"{s.keys[0]}={s.table[s.keys[0]].iloc[0]}" if s.keys and len(s.table) else None
 
 
 def run_values(s: Summary, setting: str) -> pd.DataFrame:

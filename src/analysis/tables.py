@@ -77,8 +77,10 @@ def fmt_exact(r) -> str:
 
 
 def reference_name(s: Summary) -> str:
+    """'relu' when every row has the same reference, else what --reference named ('activation=relu':
+    each setting against relu at the same values of the other keys)."""
     refs = {r for r, v in zip(s.table.get("reference", []), s.table.get("verdict", [])) if v != "no reference"}
-    return label(s, refs.pop()) if len(refs) == 1 else "reference"
+    return label(s, refs.pop()) if len(refs) == 1 else (s.options.get("reference") or "reference")
 
 
 def best_row(s: Summary) -> int | None:
