@@ -1,0 +1,167 @@
+"""The GPU check: one prepared command that collects every GPU-only fact in under 8 minutes and
+writes DIR/gpu_check.json and DIR/gpu_check.md (plus each step's log and run folder under DIR).
+
+    DATA_DIR=/tmp/data python benchmarks/gpu_check.py --out $OUT/gpu_check   # one H100/H200
+    python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check              # the same steps on the CPU (CI)
+
+Sections (benchmarks/gpu_sections.py): the environment; every eager Triton activation kernel
+against the torch path; a 3-job sequential sweep in one process (each job must compile its own
+graphs); a 4-job parallel sweep with jobs_per_gpu=2 (the GPU slots). These four run at the same
+time: they check behaviour, not speed. Then, one at a time so that their img/s are clean (two at a
+time with --smoke, whose CPU numbers mean nothing): train.py end to end with the defaults (ResNet18,
+CIFAR-10, 2 epochs) and with SAM, SEU and compile=off; the throughput table (throughput.py) and the
+activation table (activations.py) in short modes.
+
+Every step is a subprocess with its own timeout, and a step that fails, times out or finds a
+mismatch records one line and the check goes on. A time budget (--budget, 450 s on a GPU) bounds
+the whole: a step that would start with too little time left is recorded as skipped. The JSON is
+rewritten after every section, so even a killed check leaves what it had.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import gpu_sections  # noqa: E402
+from gpu_sections import SectionFailed, Skip  # noqa: E402
+from gpu_report import markdown  # noqa: E402
+
+MIN_START_S = 10   # a step is not started with less time than this left in the budget
+RESERVE_S = 5      # kept back for writing the report
+
+
+def one_line(exc: BaseException) -> str:
+    """Our own findings as they are; anything else with its exception type (a bug in a section)."""
+    text = " ".join(str(exc).split())
+    return (text if isinstance(exc, (Skip, SectionFailed)) else f"{type(exc).__name__}: {text}")[:300]
+
+
+class Check:
+    def __init__(self, out: Path, smoke: bool, budget_s: float):
+        self.out, self.smoke = out, smoke
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + budget_s
+        self.lock = threading.Lock()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if smoke:  # the CPU, even on a machine that has a GPU: CI's configuration
+            self.env["CUDA_VISIBLE_DEVICES"] = ""
+        elif not self.env.get("DATA_DIR") and Path("/tmp/data/cifar-10-images").is_dir():
+            self.env["DATA_DIR"] = "/tmp/data"  # where the README's GPU recipe unpacks CIFAR-10
+        self.report = {"mode": "smoke" if smoke else "gpu", "started": dt.datetime.now().isoformat(timespec="seconds"),
+                       "budget_s": budget_s, "argv": sys.argv, "sections": {}}
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def sub(self, name: str, args: list[str], cap_s: float) -> int:
+        """Run `python <args>` from the repository root, output to logs/<name>.log, killed (its whole
+        process group: sweep workers too) at min(cap_s, what the budget has left)."""
+        left = self.remaining() - RESERVE_S
+        if left < MIN_START_S:
+            raise Skip(f"skipped: time budget spent ({self.remaining():.0f} s left)")
+        timeout = min(cap_s, left)
+        log = self.out / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as f:
+            f.write(f"$ {sys.executable} {' '.join(args)}\n")
+            f.flush()
+            p = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+            try:
+                return p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(p)
+                raise TimeoutError(f"timed out after {timeout:.0f} s (log: {log.relative_to(self.out)})") from None
+
+    def log_tail(self, name: str, n: int = 1) -> str:
+        """The last meaningful line of a step's log: what one-line error it ended with."""
+        try:
+            lines = [ln.strip() for ln in (self.out / "logs" / f"{name}.log").read_text(errors="replace").splitlines()]
+        except OSError:
+            return ""
+        lines = [ln for ln in lines if ln and not set(ln) <= set("━─│┃ ")]
+        return " | ".join(lines[-n:])[:300]
+
+    def section(self, name: str, fn) -> None:
+        t = time.monotonic()
+        try:
+            entry = {**(fn(self) or {}), "status": "ok"}
+        except Skip as e:
+            entry = {"status": "skipped", "error": one_line(e)}
+        except SectionFailed as e:
+            entry = {**e.data, "status": "failed", "error": one_line(e)}
+        except Exception as e:  # noqa: BLE001 -- fault isolation: the next section still runs
+            entry = {"status": "failed", "error": one_line(e)}
+        entry["seconds"] = round(time.monotonic() - t, 1)
+        with self.lock:
+            self.report["sections"][name] = entry
+            self.write()
+        print(f"[gpu_check] {name}: {entry['status']} ({entry['seconds']} s)"
+              + (f" -- {entry['error']}" if entry.get("error") else ""), flush=True)
+
+    def write(self) -> None:
+        self.report["total_s"] = round(time.monotonic() - self.t0, 1)
+        tmp = self.out / "gpu_check.json.tmp"
+        tmp.write_text(json.dumps(self.report, indent=2, default=str))
+        os.replace(tmp, self.out / "gpu_check.json")
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    """The step and every process it started (loky workers, compile pools), by its group id."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md, logs/ and the runs")
+    ap.add_argument("--smoke", action="store_true", help="the same sections on the CPU at tiny sizes (CI)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for the whole check (default 450 on a GPU, 900 for --smoke)")
+    ap.add_argument("--only", default=None, help="comma list of section names (default: all)")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    check = Check(out, args.smoke, args.budget or (900 if args.smoke else 450))
+    wanted = set(args.only.split(",")) if args.only else None
+    concurrent, serial = gpu_sections.plan(args.smoke)
+    concurrent = [(n, f) for n, f in concurrent if wanted is None or n in wanted]
+    serial = [(n, f) for n, f in serial if wanted is None or n in wanted]
+    for name, _ in concurrent + serial:  # report order is plan order; a killed check shows what was left
+        check.report["sections"][name] = {"status": "pending"}
+    # behaviour checks side by side (they do not report speed), then the timed steps alone on a GPU;
+    # two at a time in smoke mode, whose CPU img/s mean nothing (CI's wall time does)
+    for group, workers in ((concurrent, len(concurrent)), (serial, 2 if args.smoke else 1)):
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for fut in [pool.submit(check.section, n, f) for n, f in group]:
+                fut.result()
+    check.write()
+    (out / "gpu_check.md").write_text(markdown(check.report))
+    failed = [n for n, s in check.report["sections"].items() if s["status"] == "failed"]
+    print(f"[gpu_check] wrote {out / 'gpu_check.md'} and gpu_check.json in {check.report['total_s']} s; "
+          + (f"failed: {', '.join(failed)}" if failed else "no section failed"), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
