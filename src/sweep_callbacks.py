@@ -3,7 +3,7 @@
 In the launching process:
 - ``on_multirun_start``: tells the parallel launcher's workers which GPUs there are and how many
   jobs share the machine, and starts a live one-line summary (jobs done / running / failed, ETA);
-- ``on_multirun_end``: writes the report (src/report.py) into the sweep directory, prints which
+- ``on_multirun_end``: writes the report (src/analysis/report.py) into the sweep directory, prints which
   jobs failed or diverged and then exits non-zero if any did.
 
 In each job (a loky worker of the parallel launcher, conf/hydra/launcher/parallel.yaml):
@@ -142,9 +142,12 @@ class SweepCallback(Callback):
 
     def __init__(self, report: bool = True, metric: str = "test/acc", by: list[str] | None = None, live: bool = True,
                  interval_s: float = 2.0, heartbeat_s: float = 60.0, fail_on: list[str] | None = None,
-                 plot_vs: list[str] | None = None, train_vs_test: bool = False) -> None:
+                 plot_vs: list[str] | None = None, train_vs_test: bool = False, reference: str | None = None,
+                 adjust: str = "holm", alpha: float = 0.05, equivalence: float | None = None) -> None:
         self.report, self.metric, self.by = report, metric, list(by) if by else None
         self.plot_vs, self.train_vs_test = (list(plot_vs) if plot_vs is not None else None), train_vs_test
+        # the comparisons' options, as `python -m src.analysis.report` takes them
+        self.compare = dict(reference=reference, adjust=adjust, alpha=alpha, equivalence=equivalence)
         self.live, self.interval_s, self.heartbeat_s = live, interval_s, heartbeat_s
         self.fail_on = list(fail_on) if fail_on is not None else ["failed", "diverged"]
         self._status: LiveStatus | None = None
@@ -189,9 +192,10 @@ class SweepCallback(Callback):
         console = _console()
         if self.report:
             try:
-                from src.report import write_report
+                from src.analysis.report import write_report
 
-                kwargs = dict(console=console, show_problems=False, plot_vs=self.plot_vs)
+                kwargs = dict(console=console, show_problems=False, plot_vs=self.plot_vs,
+                              **getattr(self, "compare", {}))
                 try:
                     s = write_report(sweep_dir, self.metric, self.by, train_vs_test=self.train_vs_test, **kwargs)
                 except FileNotFoundError as e:  # no CSV logs for train_vs_test: still the table

@@ -49,14 +49,14 @@ def test_summary_tex_is_a_booktabs_table_with_bold_best_and_daggers(clear_sweep)
 
 def test_both_summary_figures_are_written(clear_sweep):
     _, out, s = clear_sweep
-    for name in ("summary_bar.png", "summary_comparison.png"):
+    for name in ("summary_strip.png", "summary_comparison.png"):
         assert name in s.files and (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_no_comparison_figure_for_a_single_setting(tmp_path):
     sd = make_sweep(tmp_path / "s", {"relu": {0: 0.95, 1: 0.96}})
     s = report.write_report(sd, out_dir=tmp_path, show=False)
-    assert "summary_comparison.png" not in s.files and "summary_bar.png" in s.files
+    assert "summary_comparison.png" not in s.files and "summary_strip.png" in s.files
     assert "Δ vs" not in (tmp_path / "summary.md").read_text()
 
 

@@ -108,7 +108,7 @@ def test_plot_vs_cli_adds_the_key_to_the_grouping_and_rejects_bad_keys(depth_swe
     t = pd.read_csv(tmp_path / "vs_model.depth.csv")
     assert len(t) == 6 and t.loc[(t["activation"] == "swish") & (t["model.depth"] == 4), "mean"].item() == \
         pytest.approx(0.97)
-    assert not (tmp_path / "summary_bar.png").exists()  # --no-plots, but the asked-for figure is written
+    assert not (tmp_path / "summary_strip.png").exists()  # --no-plots, but the asked-for figure is written
     assert list(pd.read_csv(tmp_path / "summary.csv")["activation"]) == ["relu", "swish"]
     capsys.readouterr()
     bad = tmp_path / "bad"

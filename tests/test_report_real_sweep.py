@@ -49,7 +49,7 @@ def _accs(out, act: str) -> dict:
 def test_real_mnist_sweep_report_with_verdicts(real_sweep):
     out, p = real_sweep
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    for name in ("summary.md", "summary.csv", "summary.tex", "summary_bar.png", "summary_comparison.png"):
+    for name in ("summary.md", "summary.csv", "summary.tex", "summary_strip.png", "summary_comparison.png"):
         assert (out / name).stat().st_size > 0, name
     t = pd.read_csv(out / "summary.csv").set_index("activation")
     assert list(t.index) == list(ACTIVATIONS) and t["n"].eq(3).all()

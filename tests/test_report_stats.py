@@ -211,5 +211,5 @@ def test_the_end_of_sweep_call_prints_the_verdicts(paired_sweep, tmp_path):
                             show_problems=False, plot_vs=None)
     out = buf.getvalue()
     assert "verdict" in out and "reference" in out and "Note:" in out
-    for name in ("summary.md", "summary.csv", "summary.tex", "summary_bar.png", "summary_comparison.png", "curves.png"):
+    for name in ("summary.md", "summary.csv", "summary.tex", "summary_strip.png", "summary_comparison.png", "curves.png"):
         assert name in s.files and (sd / name).stat().st_size > 0, name

@@ -94,7 +94,7 @@ def test_six_jobs_share_one_terminal_quietly(main_sweep):
 
 def test_sweep_writes_the_table_from_the_runs_metrics(main_sweep):
     out, p = main_sweep
-    for name in ("summary.md", "summary.csv", "summary_bar.png", "curves.png"):
+    for name in ("summary.md", "summary.csv", "summary_strip.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     runs = [json.loads(m.read_text()) for m in metrics_files(out)]
     acc = pd.DataFrame({"activation": [next(o.split("=")[1] for o in r["overrides"] if o.startswith("activation="))
@@ -222,7 +222,7 @@ def test_report_aggregates_formats_and_orders_like_a_paper(tmp_path):
     assert "**diverged**: loss is nan" in md and "**missing**" in md and "RuntimeError: boom" in md
     csv = pd.read_csv(sd / "summary.csv")
     assert list(csv["mean_std"]) == ["91.92 ± 0.21", "95.50 ± 0.71", "–"]
-    assert (sd / "summary_bar.png").stat().st_size > 0 and (sd / "curves.png").stat().st_size > 0
+    assert (sd / "summary_strip.png").stat().st_size > 0 and (sd / "curves.png").stat().st_size > 0
 
 
 # ------------------------------------------------------------------------------ GPU slot locks

@@ -1,6 +1,6 @@
 """The sweep report's summary figures (:func:`src.analysis.report.write_report` calls them):
 
-- :func:`strip_chart` (``summary_bar.png``, the name the bar chart had): every seed as a point over
+- :func:`strip_chart` (``summary_strip.png``, which replaced the bar chart): every seed as a point over
   its setting's mean and 95 % t-interval, settings in the swept order, the reference marked;
 - :func:`comparison_chart` (``summary_comparison.png``): Δ vs the reference with its 95 % CI per
   setting, coloured by verdict;

@@ -21,7 +21,7 @@ a run of the same setting and seed counted once) and writes into the sweep direc
   flip or Mann-Whitney), P(A>B), wins per seed and a power estimate (seeds for the observed Δ or
   ``--target-delta``). The CSV keeps the raw unit (accuracy as a fraction), the tables show %;
   ``--equivalence`` and ``--target-delta`` are in the tables' unit (percentage points);
-- ``summary_bar.png`` (every seed as a point over the mean and its CI) and
+- ``summary_strip.png`` (every seed as a point over the mean and its CI) and
   ``summary_comparison.png`` (Δ with CI per setting, coloured by verdict);
 - ``curves.png``: validation accuracy and loss per epoch, mean line and ±std band per setting;
 - ``vs_<key>.png`` / ``.csv`` (``--plot-vs model.depth``, and by itself for every numeric key swept
@@ -69,8 +69,8 @@ def write_report(sweep_dir: Path | list[Path], metric: str = "test/acc", by: lis
     (out / "summary.tex").write_text(latex(s))
     s.files += ["summary.md", "summary.csv", "summary.tex"]
     if plots:
-        figs.strip_chart(s, out / "summary_bar.png")
-        s.files.append("summary_bar.png")
+        figs.strip_chart(s, out / "summary_strip.png")
+        s.files.append("summary_strip.png")
         if figs.comparison_chart(s, out / "summary_comparison.png"):
             s.files.append("summary_comparison.png")
         figs.curves_chart(s, out / "curves.png")
