@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from src.errors import UserError
+from src.errors import UserError, lightning_misconfiguration
 
 from src.compose import CONF_DIR  # noqa: E402
 
@@ -129,10 +129,13 @@ def one_line_errors():
 
 
 def user_error_in(exc: BaseException | None) -> UserError | None:
-    """The UserError behind ``exc``, also when hydra.utils.instantiate wrapped it."""
+    """The UserError behind ``exc``, also when hydra.utils.instantiate wrapped it. Lightning's
+    MisconfigurationException counts as one: it always names an option the user set."""
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, UserError):
             return exc
+        if (misconfigured := lightning_misconfiguration(exc)) is not None:
+            return misconfigured
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None

@@ -57,6 +57,7 @@ class TrainerOptions:
     compile: Any = opt((str, bool), choices=("off", "auto", True, False, "default", "reduce-overhead",
                                              "max-autotune", "max-autotune-no-cudagraphs"))
     channels_last: Any = opt((str, bool), choices=("auto", True, False))
+    estimate_minutes: float = opt(NUMBER, ge=0, nullable=True)
 
 
 @dataclass
