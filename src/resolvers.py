@@ -37,11 +37,37 @@ def channels_for(grayscale: bool, colour_channels: int = 3) -> int:
     return 1 if grayscale else colour_channels
 
 
+def folder_classes(root, data_dir) -> int | str:
+    """data=image_folder's num_classes: its class folders, counted when the config is composed (a
+    directory listing, no image is read). When there are none, a string that names the problem, so
+    the schema's one-line refusal of data.num_classes says what to fix."""
+    from src.datamodules.image_folder import count_classes
+
+    n = count_classes(root, data_dir)
+    if n is not None:
+        return n
+    return "no class folders: set data.root=/path/to/set" if root in (None, "") else \
+        f"no class folders found under data.root={root}"
+
+
+def label_classes(label_type: str) -> int:
+    """CIFAR-100: 100 fine classes, or 20 coarse superclasses."""
+    return 20 if str(label_type) == "coarse" else 100
+
+
+def fold_dir(folds, fold) -> str:
+    """The sweep folder's fold level below seed=<n> (only when data.folds is set)."""
+    return f"/fold={fold}" if folds else ""
+
+
 _RESOLVERS = {
     "auto_precision": auto_precision,
     "setting_dir": setting_dir,
     "run_suffix": run_suffix,
     "channels_for": channels_for,
+    "folder_classes": folder_classes,
+    "label_classes": label_classes,
+    "fold_dir": fold_dir,
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from src.datamodules import ImageClassificationDataModule
-from src.datamodules import sources
+from src.datamodules import decode, sources
 from src.errors import ConfigError, DataError
 from tests import fabricate
 
@@ -64,12 +64,12 @@ def test_horses_are_resized_and_grayscale_option(fake_data, tmp_path):
 
 def test_decoded_images_are_cached(fake_data, tmp_path, monkeypatch):
     first = _dm("cifar10", fake_data, tmp_path).split("train")[0]
-    assert list((tmp_path / "cache").glob("*.pt"))
+    assert list((tmp_path / "cache").glob("*.u8")) and list((tmp_path / "cache").glob("*.json"))
 
     def boom(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(sources, "decode_image", boom)
+    monkeypatch.setattr(decode, "decode_file", boom)
     again = _dm("cifar10", fake_data, tmp_path).split("train")[0]
     assert torch.equal(first, again)
 

@@ -10,9 +10,13 @@ import lightning as L
 import torch
 
 from src.datamodules.augment import build_augment, normalize
+from src.datamodules.image_folder import channel_stats, resolve_root
 from src.datamodules.loader import TensorBatchLoader
-from src.datamodules.sources import KNOWN_COUNTS, LOADERS, Splits
-from src.datamodules.splits import _check_fraction, stratified_holdout, stratified_subset
+from src.datamodules.registry import LOADERS, known_counts
+from src.datamodules.sources import Splits
+from src.datamodules.splits import _check_fraction, stratified_holdout, stratified_kfold, stratified_subset
+from src.datamodules.cache import gib
+from src.datamodules.views import View, place
 from src.errors import ConfigError, DataError
 
 
@@ -48,11 +52,19 @@ class ImageClassificationDataModule(L.LightningDataModule):
         val_size: float = 0,
         merge_val_into_train: bool = False,
         on_device: str | bool = "auto",
-        mean: Sequence[float] = (0.5,),
-        std: Sequence[float] = (0.5,),
-        seed: int = 0,
+        mean: Sequence[float] | None = (0.5,),
+        std: Sequence[float] | None = (0.5,),
+        seed: int | None = 0,
         verify_counts: bool = True,
         synthetic_sizes: Sequence[int] = (50_000, 10_000),
+        folds: int = 0,
+        fold: int = 0,
+        root: str | None = None,
+        test_size: float = 0.2,
+        split_seed: int = 0,
+        skip_bad_images: bool = False,
+        label_type: str = "fine",
+        svhn_extra: bool = False,
     ):
         super().__init__()
         # Everything is checked here, before a file is opened.
@@ -69,9 +81,26 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.zoom={list(zoom)} must be [low, high] with 0 < low <= high, e.g. [0.9, 1.1]")
         if not 0 <= rotate_degrees <= 180:
             raise ConfigError(f"data.rotate_degrees={rotate_degrees} must be between 0 and 180")
-        if len(mean) not in (1, channels) or len(std) not in (1, channels):
+        if (mean is None) != (std is None):
+            raise ConfigError("data.mean and data.std go together: give both, or null for both (computed from the "
+                              "training split)")
+        if mean is not None and (len(mean) not in (1, channels) or len(std) not in (1, channels)):
             allowed = "1 value" if channels == 1 else f"1 or {channels} values"
             raise ConfigError(f"data.mean/std need {allowed} (one per channel), got {len(mean)}/{len(std)}")
+        if folds == 1 or folds < 0 or (folds and not 0 <= fold < folds):
+            raise ConfigError(f"data.folds={folds} data.fold={fold}: use folds >= 2 with 0 <= fold < folds "
+                              f"(or folds=0, no cross-validation)")
+        if folds and val_size:
+            raise ConfigError(f"data.folds={folds} validates on a fold: set data.val_size=0 (the test split stays "
+                              f"apart and is tested as well)")
+        if not (0 < test_size < 1 or (test_size >= 1 and float(test_size).is_integer())):
+            raise ConfigError(f"data.test_size={test_size} must be a fraction (0 < f < 1) or a count of images")
+        self.folds, self.fold, self.test_size, self.split_seed = folds, fold, test_size, split_seed
+        self.skip_bad_images, self.label_type, self.svhn_extra = skip_bad_images, label_type, svhn_extra
+        self.root = str(resolve_root(root, data_dir)) if name == "image_folder" else root
+        if name == "image_folder" and not Path(self.root).is_dir():
+            raise DataError(f"image folder {self.root} not found: point data.root at a folder of <class>/ "
+                            f"folders (absolute, or relative to paths.data_dir)")
         self.name, self.data_dir, self.cache_dir, self.download = name, Path(data_dir), cache_dir, download
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.grayscale = grayscale
@@ -82,26 +111,40 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.val_size, self.merge_val_into_train = val_size, merge_val_into_train
         self.on_device, self.seed, self.verify_counts = on_device, seed, verify_counts
         self.synthetic_sizes = synthetic_sizes
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
-        self.std = torch.tensor(list(std), dtype=torch.float32).expand(channels).view(1, -1, 1, 1).clone()
+        self.mean = self.std = None  # null: computed from the training split in setup()
+        if mean is not None:
+            self._set_stats(mean, std)
         self.classes: list[str] = []
         # Set by SpeedUp when the model is compiled: every batch of a stage then has one shape (the
         # short last training batch is dropped, the last evaluation batch padded and masked)
         self.static_shapes = False
-        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._splits: dict[str, View] = {}
+
+    def _set_stats(self, mean, std) -> None:
+        c = self.channels
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).expand(c).view(1, -1, 1, 1).clone()
+        self.std = torch.tensor(list(std), dtype=torch.float32).expand(c).view(1, -1, 1, 1).clone()
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> Splits:
         s = LOADERS[self.name](self.data_dir, self.download, cache_dir=self.cache_dir, image_size=self.image_size,
                                grayscale=self.grayscale, channels=self.channels, num_classes=self.num_classes,
-                               sizes=self.synthetic_sizes)
-        for split, x, y, known in (("train", s.train_x, s.train_y, KNOWN_COUNTS[self.name][0]),
-                                   ("test", s.test_x, s.test_y, KNOWN_COUNTS[self.name][1])):
-            if len(x) != len(y):
-                raise DataError(f"{self.name} {split} split in {self.data_dir} has {len(x)} images but {len(y)} labels")
-            if self.verify_counts and known is not None and len(x) != known:
-                raise DataError(f"{self.name} {split} split in {self.data_dir} has {len(x)} images, expected {known}: "
+                               sizes=self.synthetic_sizes, folder=self.root, test_size=self.test_size,
+                               split_seed=self.split_seed, skip_bad_images=self.skip_bad_images,
+                               label_type=self.label_type, svhn_extra=self.svhn_extra)
+        known_train, known_test = known_counts(self.name, self.svhn_extra)
+        for split, x, index, y, known in (("train", s.train_x, s.train_index, s.train_y, known_train),
+                                          ("test", s.test_x, s.test_index, s.test_y, known_test)):
+            n = len(x if index is None else index)
+            if n != len(y):
+                raise DataError(f"{self.name} {split} split in {self.data_dir} has {n} images but {len(y)} labels")
+            if self.verify_counts and known is not None and n != known:
+                raise DataError(f"{self.name} {split} split in {self.data_dir} has {n} images, expected {known}: "
                                 f"the copy is incomplete (set data.verify_counts=false to use a partial copy on purpose)")
+        if len(s.classes) != self.num_classes:
+            raise ConfigError(f"{self.name} has {len(s.classes)} classes ({', '.join(map(str, s.classes[:5]))}"
+                              f"{', ...' if len(s.classes) > 5 else ''}) but data.num_classes={self.num_classes}: "
+                              f"fix data.num_classes")
         got = (s.train_x.shape[1], *s.train_x.shape[2:])
         want = (self.channels, self.image_size, self.image_size)
         if got != want:
@@ -113,55 +156,63 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return
         s = self._load()
         self.classes = s.classes
-        train_idx = stratified_subset(s.train_y, self.train_fraction, self.seed)
-        tx, ty = s.train_x[train_idx], s.train_y[train_idx]
-        test_idx = stratified_subset(s.test_y, self.test_fraction, self.seed + 1)
-        test = (s.test_x[test_idx], s.test_y[test_idx])
-        if self.val_size:
-            tr, va = stratified_holdout(ty, self.val_size, self.seed + 2)
-            val = (tx[va], ty[va])
+        if self.mean is None:  # data.mean/std null: the training split's own, once (cached for image folders)
+            self._set_stats(*((s.mean, s.std) if s.mean is not None else channel_stats(s.train_x, s.train_index)))
+        seed = self.seed or 0
+        train = View.of(s.train_x, s.train_y, s.train_index)
+        train = train.take(stratified_subset(train.labels, self.train_fraction, seed))
+        test = View.of(s.test_x, s.test_y, s.test_index)
+        test = test.take(stratified_subset(test.labels, self.test_fraction, seed + 1))
+        if self.folds:  # fold k validates, the other folds train; the test split stays apart
+            tr, va = stratified_kfold(train.labels, self.folds, self.fold, seed)
+            train, val = train.take(tr), train.take(va)
+        elif self.val_size:
+            tr, va = stratified_holdout(train.labels, self.val_size, seed + 2)
+            val = train.take(va)
             if not self.merge_val_into_train:
-                tx, ty = tx[tr], ty[tr]
+                train = train.take(tr)
         else:
             val = test  # the studies we reproduce validate on the test split
-        parts = {"train": (tx, ty), "val": val, "test": test}
-        unique = {id(x): x for x, _ in parts.values()}  # val is the test split itself when val_size=0
-        device = self._target_device(sum(x.numel() for x in unique.values()))
-        moved: dict[int, torch.Tensor] = {}  # one device copy per tensor, shared by val and test
-        for pair in parts.values():
-            for t in pair:
-                if id(t) not in moved:
-                    moved[id(t)] = t.to(device)
-        self._splits = {k: (moved[id(x)], moved[id(y)]) for k, (x, y) in parts.items()}
+        parts = {"train": train, "val": val, "test": test}
+        device = self._target_device(sum(v.nbytes for v in {id(v): v for v in parts.values()}.values()))
+        self._splits = place(parts, device)
 
     def _target_device(self, nbytes: int) -> torch.device:
-        """The training device when the uint8 data takes under a quarter of its free memory."""
+        """The training device when the uint8 data takes under a quarter of its free memory (auto),
+        or always (true: refused in one line when it cannot fit at all); else host memory."""
         root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.on_device in (False, "false", "off") or root.type != "cuda":
             return torch.device("cpu")
         check_shared_gpu_fits(nbytes, torch.cuda.get_device_properties(root).total_memory)
+        free, _ = torch.cuda.mem_get_info(root)
         if self.on_device == "auto":
-            free, _ = torch.cuda.mem_get_info(root)
             return root if nbytes < free // 4 else torch.device("cpu")
+        if nbytes > free:
+            raise ConfigError(f"data.on_device=true: the {self.name} data takes {gib(nbytes)} but {root} has "
+                              f"{gib(free)} free: set data.on_device=auto (host memory when it does not fit) or false")
         return root
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._splits[name]
+        """(images, labels) of a split, copied out of the source when it is a view of it."""
+        return self._splits[name].tensors()
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self):
-        x, y = self._splits["train"]
+        v = self._splits["train"]
         overfit = self.trainer is not None and self.trainer.overfit_batches > 0
         # compiled: a short last batch would compile (and capture) a second graph inside the timed
         # epoch, so it is dropped -- a different permutation every epoch, so no image is always left out
-        drop = self.static_shapes and len(y) >= self.batch_size
-        return TensorBatchLoader(x, y, self.batch_size, shuffle=not overfit, drop_last=drop, seed=self.seed)
+        drop = self.static_shapes and len(v.labels) >= self.batch_size
+        return TensorBatchLoader(v.images, v.labels, self.batch_size, shuffle=not overfit, drop_last=drop,
+                                 seed=self.seed, index=v.index)
 
     def val_dataloader(self):
-        return TensorBatchLoader(*self._splits["val"], self.eval_batch_size, pad_last=self.static_shapes)
+        v = self._splits["val"]
+        return TensorBatchLoader(v.images, v.labels, self.eval_batch_size, pad_last=self.static_shapes, index=v.index)
 
     def test_dataloader(self):
-        return TensorBatchLoader(*self._splits["test"], self.eval_batch_size, pad_last=self.static_shapes)
+        v = self._splits["test"]
+        return TensorBatchLoader(v.images, v.labels, self.eval_batch_size, pad_last=self.static_shapes, index=v.index)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch

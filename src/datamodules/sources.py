@@ -6,17 +6,13 @@ otherwise; ``False`` never touches the network.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision import datasets
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as TF
 
-from src.datamodules.cache import cached, fingerprint
+from src.datamodules.decode import decode_folder
 from src.errors import DataError
 
 HORSES_URLS = {
@@ -32,6 +28,12 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
+    # rows of train_x / test_x that form the split (None: all), when both splits are cut from one
+    # decoded folder: indexing would copy a set that may be larger than memory
+    train_index: torch.Tensor | None = None
+    test_index: torch.Tensor | None = None
+    mean: list[float] | None = None  # per-channel statistics of the training split, when computed
+    std: list[float] | None = None
 
 
 def _download_mode(download) -> bool:
@@ -118,43 +120,18 @@ class _CIFAR10Pickles(datasets.CIFAR10):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
-def _decode_folder(folder: Path, image_size: int | None, grayscale: bool, cache_dir) -> tuple:
-    """ImageFolder for the file list and class order; torchvision.io decodes on all cores."""
-    ds = datasets.ImageFolder(str(folder))
-    files = [p for p, _ in ds.samples]
-    if not files:
-        raise DataError(f"no images in {folder}: expected {folder}/<class>/*.jpg|png")
-    mode = ImageReadMode.GRAY if grayscale else ImageReadMode.RGB
-
-    def decode(path: str) -> torch.Tensor:
-        try:
-            img = decode_image(read_file(path), mode=mode)
-        except Exception as e:
-            raise DataError(f"unreadable image {path}: {_one_line(e)}; replace or delete the file") from None
-        if image_size and img.shape[-2:] != (image_size, image_size):
-            img = TF.resize(img, [image_size, image_size], antialias=True)
-        return img
-
-    def build() -> dict:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            images = list(pool.map(decode, files, chunksize=256))
-        shapes = {tuple(i.shape) for i in images}
-        if len(shapes) != 1:
-            raise DataError(f"images in {folder} differ in size {sorted(shapes)[:3]}: set data.image_size to resize them")
-        return {"x": torch.stack(images), "y": torch.tensor([t for _, t in ds.samples]), "classes": ds.classes}
-
-    key = f"{folder.parent.name}-{folder.name}-" + fingerprint(files, image_size, grayscale)
-    d = cached(cache_dir, key, build)
-    return d["x"], d["y"], list(d["classes"])
+def _decode_folder(folder: Path, image_size, grayscale: bool, cache_dir, skip_bad: bool = False):
+    x, y, classes, _ = decode_folder(folder, image_size, grayscale, cache_dir, skip_bad)
+    return x, y, classes
 
 
-def load_cifar10(root: Path, download, cache_dir=None, **_) -> Splits:
+def load_cifar10(root: Path, download, cache_dir=None, skip_bad_images: bool = False, **_) -> Splits:
     """Either layout: the official python batches or an image-folder tree of JPEG/PNG files."""
     download = _download_mode(download)
     tree, pickles = root / "cifar-10-images", root / "cifar-10-batches-py"
     if (tree / "train").is_dir() and (tree / "test").is_dir():
-        tx, ty, classes = _decode_folder(tree / "train", None, False, cache_dir)
-        vx, vy, _ = _decode_folder(tree / "test", None, False, cache_dir)
+        tx, ty, classes = _decode_folder(tree / "train", None, False, cache_dir, skip_bad_images)
+        vx, vy, _ = _decode_folder(tree / "test", None, False, cache_dir, skip_bad_images)
         return Splits(tx, ty, vx, vy, classes)
     expected = f"{pickles}/ (python batches) or {tree}/{{train,test}}/<class>/*.jpg"
     if not pickles.is_dir() and not download:
@@ -203,8 +180,9 @@ def _download_horses(base: Path) -> None:
 
 
 def load_horses_or_humans(root: Path, download, image_size: int = 150, grayscale: bool = False,
-                          cache_dir=None, **_) -> Splits:
-    """``horse-or-human/{train,validation}/{horses,humans}``; validation is the test split."""
+                          cache_dir=None, skip_bad_images: bool = False, **_) -> Splits:
+    """``horse-or-human/{train,validation}/{horses,humans}``; validation is the test split. The
+    300x300 originals are resized once, when decoded (decode.RESIZE_FILTER)."""
     base = root / "horse-or-human"
     expected = f"{base}/{{train,validation}}/{{horses,humans}}/*.png"
     have = (base / "train").is_dir() and (base / "validation").is_dir()
@@ -215,8 +193,8 @@ def load_horses_or_humans(root: Path, download, image_size: int = 150, grayscale
             _download_horses(base)
         except Exception as e:
             raise _missing("horses-or-humans", root, expected, f"download failed: {_one_line(e)}") from None
-    tx, ty, classes = _decode_folder(base / "train", image_size, grayscale, cache_dir)
-    vx, vy, _ = _decode_folder(base / "validation", image_size, grayscale, cache_dir)
+    tx, ty, classes = _decode_folder(base / "train", image_size, grayscale, cache_dir, skip_bad_images)
+    vx, vy, _ = _decode_folder(base / "validation", image_size, grayscale, cache_dir, skip_bad_images)
     return Splits(tx, ty, vx, vy, classes)
 
 
@@ -232,21 +210,3 @@ def load_synthetic(root: Path, download, image_size: int = 32, grayscale: bool =
 
     (tx, ty), (vx, vy) = split(int(sizes[0])), split(int(sizes[1]))
     return Splits(tx, ty, vx, vy, [str(i) for i in range(num_classes)])
-
-
-# Images per (train, test) split of the complete datasets.
-KNOWN_COUNTS = {
-    "mnist": (60_000, 10_000),
-    "fashion_mnist": (60_000, 10_000),
-    "cifar10": (50_000, 10_000),
-    "horses_or_humans": (1_027, 256),
-    "synthetic": (None, None),
-}
-
-LOADERS = {
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "horses_or_humans": load_horses_or_humans,
-    "synthetic": load_synthetic,
-}

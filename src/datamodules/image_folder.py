@@ -1,0 +1,103 @@
+"""The user's own image folders (``data=image_folder data.root=...``), in either layout:
+
+- ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` (or ``val/`` or ``validation/``);
+- ``<root>/<class>/*`` alone: a stratified test split of ``data.test_size`` is cut from it, seeded
+  by ``data.split_seed`` (not the run's seed, so every seed of a study tests on the same images).
+
+Any number of classes (the sorted folder names), any image size (resized once to
+``data.image_size`` when decoded), RGB or grayscale. The per-channel mean/std of the training split
+are computed once and kept in the cache record beside the decoded images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from src.datamodules.cache import write_meta
+from src.datamodules.decode import decode_folder
+from src.datamodules.sources import Splits
+from src.datamodules.splits import stratified_holdout
+from src.errors import ConfigError, DataError
+
+TEST_DIRS = ("test", "val", "validation")
+
+
+def resolve_root(root, data_dir) -> Path:
+    """An absolute ``data.root``, or one relative to ``paths.data_dir`` (else to the working folder)."""
+    if root in (None, "", "???"):
+        raise ConfigError("data=image_folder needs data.root=/path/to/set (holding <class>/ folders, "
+                          "or train/ and test/ folders of them)")
+    p = Path(str(root)).expanduser()
+    if p.is_absolute():
+        return p
+    under_data = Path(str(data_dir)) / p
+    return under_data if under_data.exists() or not p.exists() else p
+
+
+def layout(root: Path) -> tuple[Path, Path | None]:
+    """(training folder, test folder or None when the test split is to be cut from it)."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} not found: point data.root at a folder of <class>/ folders "
+                        f"(absolute, or relative to paths.data_dir)")
+    if (root / "train").is_dir():
+        test = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+        return root / "train", test
+    return root, None
+
+
+def count_classes(root, data_dir) -> int | None:
+    """Class folders under the training folder, for ``num_classes: ${folder_classes:...}``; None when
+    the folder is not there (the data module then says so in one line)."""
+    try:
+        train, _ = layout(resolve_root(root, data_dir))
+    except (ConfigError, DataError):
+        return None
+    return sum(1 for d in train.iterdir() if d.is_dir() and not d.name.startswith(".")) or None
+
+
+def channel_stats(x: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 256) -> tuple[list, list]:
+    """Per-channel mean and std in [0, 1] over the given rows, from a histogram of the 256 pixel
+    values per channel: exact, and read in chunks (x may be memory-mapped, larger than memory)."""
+    rows = torch.arange(len(x)) if rows is None else rows
+    c = x.shape[1]
+    hist = torch.zeros(c, 256, dtype=torch.int64)
+    for part in rows.split(chunk):
+        b = x.index_select(0, part)
+        for ch in range(c):
+            hist[ch] += torch.bincount(b[:, ch].reshape(-1), minlength=256)
+    v = torch.arange(256, dtype=torch.float64) / 255
+    n = hist.sum(1).double()
+    mean = (hist * v).sum(1) / n
+    std = ((hist * v * v).sum(1) / n - mean * mean).clamp_min(0).sqrt()
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+def _stats(x, rows, meta: dict, tag: str, cache_dir) -> tuple[list, list]:
+    """The training split's statistics, from the cache record when computed before."""
+    known = meta.setdefault("stats", {})
+    if tag not in known:
+        known[tag] = channel_stats(x, rows)
+        write_meta(cache_dir, meta["key"], meta)
+    return tuple(known[tag])
+
+
+def load_image_folder(data_dir: Path, download=None, folder=None, image_size: int = 64, grayscale: bool = False,
+                      cache_dir=None, test_size: float = 0.2, split_seed: int = 0, skip_bad_images: bool = False,
+                      **_) -> Splits:
+    train_dir, test_dir = layout(resolve_root(folder, data_dir))
+    tx, ty, classes, meta = decode_folder(train_dir, image_size, grayscale, cache_dir, skip_bad_images)
+    if test_dir is not None:
+        vx, vy, test_classes, _ = decode_folder(test_dir, image_size, grayscale, cache_dir, skip_bad_images)
+        if test_classes != classes:
+            raise DataError(f"{test_dir} and {train_dir} hold different class folders "
+                            f"({', '.join(sorted(set(test_classes) ^ set(classes))[:5])} in only one): "
+                            f"give both the same <class>/ folders")
+        mean, std = _stats(tx, None, meta, "all", cache_dir)
+        return Splits(tx, ty, vx, vy, classes, mean=mean, std=std)
+    if len(classes) < 2:
+        raise DataError(f"{train_dir} holds {len(classes)} class folder(s): a classifier needs at least 2")
+    train_idx, test_idx = stratified_holdout(ty, test_size, split_seed, what="data.test_size", held="test")
+    mean, std = _stats(tx, train_idx, meta, f"test_size={test_size},split_seed={split_seed}", cache_dir)
+    return Splits(tx, ty[train_idx], tx, ty[test_idx], classes, train_index=train_idx, test_index=test_idx,
+                  mean=mean, std=std)
