@@ -23,7 +23,8 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
 
 @dataclass
 class DataOptions:
-    name: str = opt(str, choices=("mnist", "fashion_mnist", "cifar10", "horses_or_humans", "synthetic"))
+    name: str = opt(str, choices=("mnist", "fashion_mnist", "cifar10", "horses_or_humans", "synthetic",
+                                  "cifar100", "svhn", "image_folder"))
     download: Any = opt((str, bool), choices=("auto", True, False))
     channels: int = opt(int, choices=(1, 3))
     image_size: int = opt(int, ge=8, le=1024)
@@ -40,6 +41,14 @@ class DataOptions:
     grayscale: bool = opt(bool)
     on_device: Any = opt((str, bool), choices=("auto", True, False))
     verify_counts: bool = opt(bool)
+    folds: int = opt(int, ge=0)
+    fold: int = opt(int, ge=0)
+    test_size: float = opt(NUMBER, gt=0)
+    split_seed: int = opt(int, ge=0)
+    skip_bad_images: bool = opt(bool)
+    label_type: str = opt(str, choices=("fine", "coarse"))
+    svhn_extra: bool = opt(bool)
+    root: str = opt(str, nullable=True)
 
 
 @dataclass
