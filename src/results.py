@@ -45,8 +45,10 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         "val/acc_best": _scalar(module.val_acc_best.compute()) if module.val_acc_best.update_count else None,
         "val/acc_best_epoch": module.best_val_epoch,
         # data.val_size=0 validates on the test split: the best val/acc is then a peak of the test
-        # curve, selected on the test set, and never reported as test/acc (train.py tests the final weights)
-        "val_is_test_split": not OmegaConf.select(cfg, "data.val_size", default=0),
+        # curve, selected on the test set, and never reported as test/acc (train.py tests the final weights);
+        # k-fold runs (data.folds) validate on their fold instead
+        "val_is_test_split": not (OmegaConf.select(cfg, "data.val_size", default=0)
+                                  or OmegaConf.select(cfg, "data.folds", default=0)),
         **module.clock.summary(),
         **module.compile_report(),
         "wall_time_s": round(wall_time_s, 3),

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-# Keys that never define a setting: the seed (what we average over) and run control / locations.
-DROPPED_KEYS = {"seed", "resume", "overwrite", "ckpt_path", "jobs_per_gpu", "optimized_metric"}
+# Keys that never define a setting: the seed and the cross-validation fold (what we average over)
+# and run control / locations.
+DROPPED_KEYS = {"seed", "data.fold", "resume", "overwrite", "ckpt_path", "jobs_per_gpu", "optimized_metric"}
 DROPPED_PREFIXES = ("hydra.", "hydra/", "paths.")
 DROPPED_SUFFIXES = ("_dir", ".dir", "_path", ".path")
 METRIC_COLUMNS = ("test/acc", "test/loss", "val/acc_best", "val/acc_best_epoch", "epochs", "wall_time_s",
@@ -41,11 +42,12 @@ def setting_of(overrides: list[str]) -> dict[str, str]:
     return out
 
 
-def seed_of(overrides: list[str]):
-    """The ``seed=`` override (for runs that never wrote their seed into metrics.json)."""
+def seed_of(overrides: list[str], key: str = "seed"):
+    """The ``seed=`` override (for runs that never wrote their seed into metrics.json), or another
+    replicate key's (``data.fold``)."""
     for o in overrides or []:
         kv = parse_override(str(o))
-        if kv and kv[0] == "seed":
+        if kv and kv[0] == key:
             try:
                 return int(kv[1])
             except ValueError:
@@ -88,7 +90,8 @@ def load_runs(sweep_dir: Path, prefix: str = "") -> pd.DataFrame:
         seed = data.get("seed")
         row = {"run": (f"{prefix}/{rel}" if rel != "." else prefix) if prefix else rel or ".",
                "path": str(run_dir.resolve()), "status": data.get("status", "unknown"),
-               "seed": seed if seed is not None else seed_of(overrides), "error": data.get("error")}
+               "seed": seed if seed is not None else seed_of(overrides), "fold": seed_of(overrides, "data.fold"),
+               "error": data.get("error")}
         row.update({k: data.get(k) for k in METRIC_COLUMNS})
         row.update({k: v for k, v in data.items() if k not in row and k != "seed"
                     and isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -115,7 +118,8 @@ def load_sweeps(sweep_dirs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     if runs.empty:
         return runs, []
     cfg = sorted(c for c in runs.columns if c.startswith("cfg:"))
-    key = runs[cfg].astype(str).agg("|".join, axis=1) + "#" + runs["seed"].astype(str)
+    fold = runs["fold"].map(lambda v: "" if pd.isna(v) else str(v))  # astype(str) would keep None as NA
+    key = runs[cfg].astype(str).agg("|".join, axis=1) + "#" + runs["seed"].astype(str) + "#" + fold
     runs = runs.assign(_key=key, _done=(runs["status"] != "completed").astype(int))
     has_seed = runs["seed"].notna()
     dup = has_seed & runs.duplicated("_key", keep=False)

@@ -99,7 +99,7 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
     completed = runs["status"] == "completed"
     if completed.any() and runs.loc[completed, metric].isna().all():
         numeric = [c for c in runs.columns if not c.startswith(("cfg:", "choice:", "key:"))
-                   and c not in ("run", "path", "status", "error", "setting", "seed", metric)
+                   and c not in ("run", "path", "status", "error", "setting", "seed", "fold", metric)
                    and pd.to_numeric(runs.loc[completed, c], errors="coerce").notna().any()]
         raise KeyError(f"--metric {metric}: no completed run records it (known: {', '.join(numeric)})")
 
@@ -172,9 +172,14 @@ def default_reference(s: Summary) -> str | None:
 
 
 def run_values(s: Summary, setting: str) -> pd.DataFrame:
-    """The completed runs of one setting with a value of the metric: columns seed and value."""
+    """The completed runs of one setting with a value of the metric: columns seed and value. With
+    k-fold runs "seed" is the replicate (seed, fold), the unit two settings are paired on."""
     r = s.runs[(s.runs["setting"] == setting) & (s.runs["status"] == "completed") & s.runs[s.metric].notna()]
-    return pd.DataFrame({"seed": r["seed"].to_numpy(), "value": r[s.metric].to_numpy(float)})
+    seed = r["seed"]
+    if "fold" in r and r["fold"].notna().any():
+        seed = [f"{a}/fold={'' if pd.isna(b) else b}" for a, b in zip(seed, r["fold"])]
+        seed = pd.Series(seed, index=r.index)
+    return pd.DataFrame({"seed": seed.to_numpy(), "value": r[s.metric].to_numpy(float)})
 
 
 # -------------------------------------------------------------------------------- epoch logs
