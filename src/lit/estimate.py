@@ -45,7 +45,7 @@ def _duration(seconds: float) -> str:
 
 
 class DurationEstimate(Callback):
-    """Times `steps` training batches once `warmup` batches (3 when compiled, else 1) have run."""
+    """Times `steps` training batches once `warmup` batches have run (1, or more when compiled)."""
 
     def __init__(self, minutes: float | None = 30.0, steps: int = 5, warmup: int | None = None):
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
@@ -82,8 +82,12 @@ class DurationEstimate(Callback):
     def _warmup(self, pl_module) -> int:
         if self.warmup is not None:
             return self.warmup
-        # compiled: step 0 compiles, reduce-overhead's CUDA graphs are recorded on the next calls
-        return 3 if getattr(pl_module, "compiled", False) else 1
+        if not getattr(pl_module, "compiled", False):
+            return 1
+        # compiled: the module's warm-up calls (compile; with CUDA graphs also the recording call, see
+        # SpeedUp) plus one as a margin: starting too early would count compile time into every
+        # epoch of the estimate, starting one step late costs nothing
+        return 1 + getattr(pl_module, "warmup_calls", 2)
 
     def _finish(self, trainer) -> None:
         _sync(trainer)
