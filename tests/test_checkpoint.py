@@ -81,6 +81,25 @@ def test_an_improving_epoch_links_last_to_its_file(tmp_path):
     assert last.is_symlink() and os.readlink(last) == "epoch_001.ckpt" and _epoch(last) == 1
 
 
+def test_last_never_dangles_when_the_best_file_it_links_to_is_replaced(tmp_path, monkeypatch):
+    """Epoch 1 improves: epoch_000.ckpt, which last.ckpt links to, is deleted only after the relink."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    removed = []
+    remove = SingleDeviceStrategy.remove_checkpoint
+
+    def checked(self, filepath):
+        last = tmp_path / "last.ckpt"
+        removed.append((os.path.basename(filepath), last.resolve().name))
+        assert last.resolve() != (tmp_path / os.path.basename(filepath)).resolve()
+        remove(self, filepath)
+
+    monkeypatch.setattr(SingleDeviceStrategy, "remove_checkpoint", checked)
+    _fit(tmp_path, [0.5, 0.9], epochs=2)
+    assert removed == [("epoch_000.ckpt", "epoch_001.ckpt")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.ckpt", "last.ckpt"]
+
+
 def test_default_config_writes_one_checkpoint_per_epoch(fake_data, tmp_path, monkeypatch):
     """The real callbacks group: 2 epochs, 2 files written, last.ckpt = epoch 1 whichever improved."""
     written = []

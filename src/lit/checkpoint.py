@@ -43,3 +43,14 @@ class LatestCheckpoint(ModelCheckpoint):
             self._save_checkpoint(trainer, filepath)
         if previous and self._should_remove_checkpoint(trainer, previous, filepath):
             self._remove_checkpoint(trainer, previous)
+        if (pending := self.__dict__.pop("_pending_removal", None)) is not None:
+            super()._remove_checkpoint(trainer, pending)
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        # The old best file goes only once last.ckpt no longer links to it: a run killed in between
+        # would otherwise leave a dangling last.ckpt, and resume=true would start from scratch.
+        last = self.last_model_path
+        if self.save_last == "link" and last and os.path.islink(last) and os.path.samefile(last, filepath):
+            self._pending_removal = filepath
+            return
+        super()._remove_checkpoint(trainer, filepath)
