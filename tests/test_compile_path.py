@@ -189,3 +189,17 @@ def test_only_a_real_holdout_may_pick_the_best_checkpoint(val_size, expected):
 
     cfg = OmegaConf.create({"data": {"val_size": val_size}})
     assert _weights_to_test(cfg, SimpleNamespace(checkpoint_callback=_Ckpt())) == expected
+
+
+def test_each_run_starts_its_own_peak_memory_count(monkeypatch):
+    """peak_gpu_mem_mb must be this run's, not the maximum over a reused worker's jobs."""
+    from src.lit.compile_state import fresh_compiler_state
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(device))
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("dynamo"))
+    fresh_compiler_state(torch.device("cuda", 0))
+    assert calls == ["dynamo", torch.device("cuda", 0)]
+    calls.clear()
+    fresh_compiler_state(torch.device("cpu"))
+    assert calls == ["dynamo"]
