@@ -169,3 +169,16 @@ def test_command_line_without_a_root_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:
         check_jobs(["data=image_folder", f"hydra.run.dir={tmp_path}/out"])
     assert "\n" not in str(e.value) and "data.root" in str(e.value)
+
+
+def test_formats_beyond_png_and_jpeg(tmp_path):
+    """BMP and TIFF go through PIL (torchvision.io does not decode them), JPEG and PNG through torchvision."""
+    for ext, k in (("bmp", 0), ("tif", 1), ("jpg", 2), ("png", 3)):
+        write_folder(tmp_path / "tmp", {f"class{k}": 2}, size=(20, 20), ext=ext, seed=k)
+    dm = _dm(tmp_path / "tmp", tmp_path, num_classes=4, test_size=4)
+    assert torch.bincount(dm.split("train")[1]).tolist() == [1, 1, 1, 1]
+    import numpy as np
+    from PIL import Image
+
+    bmp = torch.from_numpy(np.array(Image.open(tmp_path / "tmp" / "class0" / "000.bmp"))).permute(2, 0, 1)
+    assert torch.equal(decode.decode_file(str(tmp_path / "tmp" / "class0" / "000.bmp"), False, None), bmp)
