@@ -13,7 +13,7 @@ import torch
 from src.datamodules import ImageClassificationDataModule
 from src.datamodules.cifar100_svhn import load_cifar100, load_svhn
 from src.errors import ConfigError, DataError
-from tests.conftest import compose_cfg
+from tests.conftest import QUICK, compose_cfg
 from tests.fabricate_sets import COARSE, FINE, write_cifar100, write_svhn
 
 
@@ -101,3 +101,20 @@ def test_corrupt_files_are_named(tmp_path):
     (tmp_path / "SVHN" / "train_32x32.mat").write_bytes(b"MATLAB 5.0 truncated")
     with pytest.raises(DataError, match=r"train_32x32.mat is incomplete or corrupt"):
         load_svhn(tmp_path, download=False)
+
+
+def test_coarse_cifar100_trains_with_20_outputs(tmp_path):
+    """data.label_type=coarse reaches the model and the metrics through data.num_classes (20)."""
+    import json
+
+    import pandas as pd
+
+    from train import train
+
+    write_cifar100(tmp_path / "data")
+    cfg = compose_cfg(["data=cifar100", "data.label_type=coarse", "model=lenet5", *QUICK], tmp_path, tmp_path / "data")
+    train(cfg)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    # LeNet-5 on 3 channels: 456 + 2,416 + 48,120 + 10,164 conv/fc weights, and 84 x 20 + 20 for the output
+    assert m["status"] == "completed" and m["params"] == 456 + 2_416 + 48_120 + 10_164 + 84 * 20 + 20
+    assert pd.read_csv(tmp_path / "test_confusion.csv", index_col=0).shape == (20, 20)

@@ -77,6 +77,7 @@ def test_datamodule_validates_on_fold_k_and_keeps_the_test_split(fake_data, tmp_
     (dict(folds=5, fold=5), "0 <= fold < folds"),
     (dict(folds=1, fold=0), "folds >= 2"),
     (dict(folds=5, fold=0, val_size=0.1), "set data.val_size=0"),
+    (dict(folds=0, fold=2), "use folds >= 2"),
 ])
 def test_bad_fold_options_are_refused_before_loading(kw, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
