@@ -19,6 +19,7 @@ from src.cli import check_group_choices, check_jobs, one_line_errors
 from src.config_schema import validate
 from src.results import collect, log_hparams, write_json
 from src.runs import FAILED_VALUE, in_multirun, previous_result, recorded_outcome, resume_checkpoint
+from src.tracking.job import tracked_runs
 
 
 def train(cfg: DictConfig) -> float:
@@ -26,7 +27,8 @@ def train(cfg: DictConfig) -> float:
     if (done := previous_result(cfg)) is not None:  # resume=true: a completed run is kept as it is
         return done[cfg.optimized_metric]
     start = time.perf_counter()
-    with recorded_outcome(cfg):
+    # tracked_runs outside: MLflow/W&B runs end once recorded_outcome has written metrics.json
+    with tracked_runs(cfg), recorded_outcome(cfg):
         if cfg.get("seed") is not None:  # not `if cfg.get("seed")`: seed 0 is a seed
             L.seed_everything(cfg.seed, workers=True, verbose=not in_multirun())
 

@@ -162,6 +162,9 @@ class SweepCallback(Callback):
     # ------------------------------------------------------------------ launching process
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        from src.tracking.sweep import sweep_start
+
+        sweep_start(config)  # MLflow/W&B loggers: packages present, the sweep's parent run (src/tracking/)
         if _is_parallel(config):
             n_jobs = int(config.hydra.launcher.n_jobs)
             n_jobs = cpu_cores() if n_jobs < 0 else n_jobs
@@ -206,6 +209,9 @@ class SweepCallback(Callback):
                 console.print(f"[cyan]\\[sweep][/cyan] table and figures in {sweep_dir}/{', '.join(s.files)}")
             except Exception as e:  # a broken report must not hide the sweep's outcome
                 console.print(f"[red]\\[sweep] report failed:[/red] {type(e).__name__}: {e}")
+        from src.tracking.sweep import sweep_end
+
+        sweep_end(config, sweep_dir)  # the summary table to MLflow/W&B, if configured; never raises
         bad = _bad_runs(sweep_dir, self.fail_on)
         if bad:
             console.print(f"[red]\\[sweep] {len(bad)} job(s) did not complete:[/red]")
