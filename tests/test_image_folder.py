@@ -182,3 +182,19 @@ def test_formats_beyond_png_and_jpeg(tmp_path):
 
     bmp = torch.from_numpy(np.array(Image.open(tmp_path / "tmp" / "class0" / "000.bmp"))).permute(2, 0, 1)
     assert torch.equal(decode.decode_file(str(tmp_path / "tmp" / "class0" / "000.bmp"), False, None), bmp)
+
+
+def test_data_that_cannot_fit_the_gpu_is_refused_with_on_device_true(monkeypatch, tmp_path):
+    """No GPU needed: the trainer's device and the GPU's memory are faked."""
+    from types import SimpleNamespace
+
+    dm = ImageClassificationDataModule("mnist", data_dir=str(tmp_path), channels=1, image_size=28, on_device=True)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=2**34))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (2**30, 2**34))
+    with pytest.raises(ConfigError) as e:
+        dm._target_device(3 * 2**30)
+    assert "\n" not in str(e.value) and "3.00 GiB" in str(e.value) and "data.on_device=auto" in str(e.value)
+    assert dm._target_device(2**29) == torch.device("cuda", 0)
+    dm.on_device = "auto"  # auto: host memory when it takes over a quarter of the free memory
+    assert dm._target_device(2**29) == torch.device("cpu") and dm._target_device(2**27) == torch.device("cuda", 0)
