@@ -73,6 +73,8 @@ def quiet() -> None:
     drown the sweep's status lines."""
     import logging
 
+    import mlflow  # noqa: F401  (importing it sets its logger to INFO: set the level after)
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
