@@ -42,6 +42,8 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         "status": "completed",
         "test/acc": _scalar(test_metrics.get("test/acc")),
         "test/loss": _scalar(test_metrics.get("test/loss")),
+        # lit.tta: the test-time-augmented accuracy, beside the plain one
+        **{k: _scalar(test_metrics[k]) for k in ("test/acc_tta", "test/loss_tta") if k in test_metrics},
         "val/acc_best": _scalar(module.val_acc_best.compute()) if module.val_acc_best.update_count else None,
         "val/acc_best_epoch": module.best_val_epoch,
         # data.val_size=0 validates on the test split: the best val/acc is then a peak of the test
@@ -49,6 +51,9 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         # k-fold runs (data.folds) validate on their fold instead
         "val_is_test_split": not (OmegaConf.select(cfg, "data.val_size", default=0)
                                   or OmegaConf.select(cfg, "data.folds", default=0)),
+        # callbacks=ema|swa: the tested (and checkpointed) weights were that average; null: the raw weights
+        "averaged_weights": next((c.averaged_weights for c in trainer.callbacks if hasattr(c, "averaged_weights")),
+                                 None),
         **module.clock.summary(),
         **module.compile_report(),
         "wall_time_s": round(wall_time_s, 3),

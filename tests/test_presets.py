@@ -114,7 +114,8 @@ def test_early_stopping_config_keeps_the_default_callbacks(tmp_path):
 
 
 # ============================================================================ study presets
-PRESETS = ["binary_activation", "cifar_activation", "cos_study", "taylor_mnist", "pyramidnet_shakedrop", "lenet_grid"]
+PRESETS = ["binary_activation", "cifar_activation", "cos_study", "taylor_mnist", "pyramidnet_shakedrop", "lenet_grid",
+           "regularisation_study"]
 TINY = {  # what each preset needs to run a few batches on the fabricated data in seconds
     "binary_activation": ["data.image_size=32"],
     "pyramidnet_shakedrop": ["model.depth=20", "model.alpha=12"],
@@ -211,6 +212,9 @@ def _expect(name: str, cfg) -> None:
         assert c.optimizer._target_ == "torch.optim.SGD" and c.scheduler._target_.endswith("cosine")
         assert c.lit.label_smoothing > 0 and c.data.merge_val_into_train and c.data.val_size > 0
         assert c.data.batch_size == 256
+    elif name == "regularisation_study":
+        assert c.data.name == "cifar10" and c.model._target_.endswith("ResNet18") and c.lit.tta == "flip"
+        assert (c.trainer.max_epochs, c.data.batch_size, c.data.policy, c.lit.mixup.alpha) == (60, 128, "none", 0.0)
     elif name == "lenet_grid":
         assert c.data.name == "fashion_mnist" and c.model._target_.endswith("LeNet5")
         assert c.optimizer._target_ == "torch.optim.SGD" and c.optimizer.momentum == 0

@@ -63,7 +63,9 @@ def _none(x: torch.Tensor) -> torch.Tensor:
 
 
 def build_augment(name: str, padding: int = 4, degrees: float = 15.0,
-                  zoom: tuple[float, float] = (0.9, 1.1)) -> Augment:
+                  zoom: tuple[float, float] = (0.9, 1.1), **batch_ops) -> Augment:
+    """The ``data.augment`` preset, followed by the regularisers of ``batch_ops`` (data.policy,
+    data.cutout, data.erasing...: see src/datamodules/batch_ops.py)."""
     def scale_rotate(x: torch.Tensor) -> torch.Tensor:
         return random_scale_rotate(x, degrees, zoom)
 
@@ -78,7 +80,20 @@ def build_augment(name: str, padding: int = 4, degrees: float = 15.0,
         from src.errors import ConfigError
 
         raise ConfigError(f"unknown data.augment '{name}': choose one of {', '.join(presets)}")
-    return presets[name]
+    from src.datamodules.batch_ops import build_batch_ops
+
+    extra = build_batch_ops(**batch_ops)
+    if not extra:
+        return presets[name]
+    base = presets[name]
+
+    def chained(x: torch.Tensor) -> torch.Tensor:
+        x = base(x)
+        for op in extra:
+            x = op(x)
+        return x
+
+    return chained
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
         crop_padding: int = 4,
         rotate_degrees: float = 15.0,
         zoom: Sequence[float] = (0.9, 1.1),
+        policy: str = "none",
+        policy_n: int = 2,
+        policy_m: int = 9,
+        cutout: int = 0,
+        cutout_size: int = 16,
+        erasing: float = 0.0,
+        erasing_area: Sequence[float] = (0.02, 0.33),
+        erasing_ratio: Sequence[float] = (0.3, 3.3),
+        erasing_value: str = "mean",
         grayscale: bool = False,
         train_fraction: float = 1.0,
         test_fraction: float = 1.0,
@@ -106,7 +115,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.grayscale = grayscale
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.augment = build_augment(augment, crop_padding, rotate_degrees, zoom)
+        # then the regularisers after data.augment (policy, cutout, erasing: src/datamodules/batch_ops.py)
+        self.augment = build_augment(augment, crop_padding, rotate_degrees, zoom, policy=policy, policy_n=policy_n,
+                                     policy_m=policy_m, cutout=cutout, cutout_size=cutout_size, erasing=erasing,
+                                     erasing_area=erasing_area, erasing_ratio=erasing_ratio,
+                                     erasing_value=erasing_value)
         self.train_fraction, self.test_fraction = train_fraction, test_fraction
         self.val_size, self.merge_val_into_train = val_size, merge_val_into_train
         self.on_device, self.seed, self.verify_counts = on_device, seed, verify_counts

@@ -13,7 +13,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from src.lit.clock import RunClock
 from src.lit.losses import IGNORE, build_loss, split_decay_groups
+from src.lit.mixing import build_mixer
 from src.lit.stage_stats import StageStats
+from src.lit.tta import check_tta
 
 
 class Diverged(RuntimeError):
@@ -41,16 +43,22 @@ class ClassifierModule(L.LightningModule):
         divergence_check_every: int = 50,
         log_images: bool = True,
         activation: Callable | None = None,
+        mixup: dict | None = None,
+        tta: str = "none",
     ):
         super().__init__()
+        mixup = dict(mixup or {})  # a plain dict in the checkpoint's hyperparameters (loaded weights_only)
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler", "activation"], logger=False)
         self.activation = activation  # the study's activation factory, only for its TensorBoard plot
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = build_loss(loss, num_classes, label_smoothing)
+        # mixup/CutMix (src/lit/mixing.py): None when off; test-time augmentation (src/lit/tta.py)
+        self.mixer = build_mixer(mixup, num_classes, loss, label_smoothing)
+        self.tta = check_tta(tta)
         # keyed "train_"... because nn.Module already has an attribute named "train"; accuracy and
         # loss on the device, read once per epoch (a NaN loss is caught by the divergence check)
-        self.stats = nn.ModuleDict({f"{s}_": StageStats() for s in STAGES})
+        self.stats = nn.ModuleDict({f"{s}_": StageStats() for s in STAGES + (("test_tta",) if tta != "none" else ())})
         self.val_acc_best = MaxMetric()
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE, validate_args=False)
         # Plain Python state for metrics.json; filled once per epoch, never per step.
@@ -69,23 +77,30 @@ class ClassifierModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _step(self, stage: str, batch):
-        x, y = batch
+        x, y = batch[0], batch[1]  # a mixed training batch: y is each image's dominant label
         logits = self(x)
-        loss = self.criterion(logits, y)  # evaluation batches may hold padding (label IGNORE)
+        loss = self._loss(logits, batch)  # evaluation batches may hold padding (label IGNORE)
         self.stats[stage + "_"].update(logits.detach(), y, loss, masked=stage != "train")
         return loss, logits
 
+    def _loss(self, logits, batch):
+        if len(batch) == 3:  # (x, dominant label, Mix): soft targets of mixup/CutMix
+            return self.mixer.loss(logits, batch[2])
+        return self.criterion(logits, batch[1])
+
     def training_step(self, batch, batch_idx):
+        if self.mixer is not None:  # mixed once per step: SAM's second pass gets the same batch back
+            batch = self.mixer.mix_once(batch, self.global_step)
         if self._sam_second_pass():  # SAM's gradient at the perturbed weights: no metrics, no BN update
             from src.lit.sam import keep_bn_stats
 
             self.trainer.optimizers[0].after_second_pass(keep_bn_stats(self.model))
-            return self.criterion(self(batch[0]), batch[1])
+            return self._loss(self(batch[0]), batch)
         if self.global_step == 0 and batch_idx == 0:
             self._log_image_grid(batch[0])
         if self.hparams.input_noise_std > 0:
-            x, y = batch
-            batch = (x + self.hparams.input_noise_std * torch.randn_like(x), y)
+            x = batch[0]
+            batch = (x + self.hparams.input_noise_std * torch.randn_like(x), *batch[1:])
         loss, _ = self._step("train", batch)
         self.clock.count(batch[1].shape[0])
         bad = ~torch.isfinite(loss.detach())
@@ -150,6 +165,11 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         _, logits = self._step("test", batch)
         self.confusion.update(logits, batch[1])  # padding (IGNORE) is left out
+        if self.tta != "none":  # test/acc_tta beside test/acc, over the same images
+            from src.lit.tta import tta_logits
+
+            tta = tta_logits(self, batch[0], logits, self.tta)
+            self.stats["test_tta_"].update(tta, batch[1], self.criterion(tta, batch[1]), masked=True)
 
     # ------------------------------------------------------------------ epoch bookkeeping
     def _log_stage(self, stage: str) -> float:
@@ -191,6 +211,10 @@ class ClassifierModule(L.LightningModule):
     def on_test_epoch_end(self):
         self.clock.end_eval(self.device, int(self.stats["test_"].seen))  # real images, not padding
         self._log_stage("test")
+        if self.tta != "none":
+            from src.lit.tta import log_tta
+
+            log_tta(self)
         self._log_confusion()
 
     # ------------------------------------------------------------------ optimisation
