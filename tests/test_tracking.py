@@ -139,6 +139,8 @@ def test_mlflow_parent_run_holds_the_sweep_summary(tracked, tmp_path):
 # ------------------------------------------------------------------------------------- W&B
 def test_wandb_offline_one_run_per_job_in_the_sweeps_group(tracked):
     dirs = job_dirs(tracked["sweep"])
+    pids = [json.loads((d / "sweep_job.json").read_text())["pid"] for d in dirs]
+    assert len(dirs) == 4 and len(set(pids)) == 2  # two workers, each ran two jobs: runs must not bleed
     for run_dir in dirs:
         (offline,) = (run_dir / "wandb").glob("offline-run-*")  # one run per job, none reused
         m = json.loads((run_dir / "metrics.json").read_text())
