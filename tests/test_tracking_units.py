@@ -67,3 +67,15 @@ def test_wandb_is_offline_unless_a_key_is_set(monkeypatch, tmp_path):
     assert wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode() == "disabled" and wandb_mode("offline") == "offline"  # config, then env, then key
+
+
+def test_outcome_is_this_jobs_metrics_json_else_killed(tmp_path):
+    from src.results import write_json
+    from src.tracking.job import fingerprint, job_outcome
+
+    write_json(tmp_path / "metrics.json", {"status": "completed", "test/acc": 0.5})  # an earlier run's (overwrite)
+    before = fingerprint(tmp_path / "metrics.json")
+    assert job_outcome(tmp_path, before)["status"] == "killed"  # this job wrote nothing: interrupted
+    write_json(tmp_path / "metrics.json", {"status": "failed", "error": "RuntimeError: x"})
+    assert job_outcome(tmp_path, before) == {"status": "failed", "error": "RuntimeError: x"}
+    assert job_outcome(tmp_path / "elsewhere", None)["status"] == "killed"

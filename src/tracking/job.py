@@ -17,7 +17,6 @@ import math
 import re
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,11 +164,21 @@ def flat_config(cfg) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------------- outcome
-def job_outcome(run_dir: Path, since: float) -> dict:
+def fingerprint(path: Path) -> tuple | None:
+    """Which metrics.json is there: write_json replaces the file, so a new one is a new inode (a
+    time stamp alone could miss a fast failure on a file system with coarse times)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def job_outcome(run_dir: Path, before: tuple | None) -> dict:
     """metrics.json written by this job (completed, failed, diverged); else the job was stopped."""
     path = run_dir / "metrics.json"
     with contextlib.suppress(OSError, ValueError):
-        if path.stat().st_mtime >= since:
+        if fingerprint(path) not in (None, before):
             return json.loads(path.read_text())
     return {"status": "killed", "error": "the job stopped before recording its outcome in metrics.json"}
 
@@ -237,22 +246,22 @@ def tracked_runs(cfg):
         require(target)
     _open.clear()
     _job["cfg"] = cfg
-    since = time.time()
+    before = fingerprint(Path(str(cfg.paths.output_dir)) / "metrics.json")  # overwrite=true: an old one
     try:
         yield
     finally:
         try:
-            _close(cfg, wanted, since)
+            _close(cfg, wanted, before)
         finally:
             _open.clear()
             _job.clear()
 
 
-def _close(cfg, wanted: dict[str, str], since: float) -> None:
+def _close(cfg, wanted: dict[str, str], before: tuple | None) -> None:
     from hydra.utils import instantiate
 
     run_dir = Path(str(cfg.paths.output_dir))
-    outcome = job_outcome(run_dir, since)
+    outcome = job_outcome(run_dir, before)
     trackers = list(_open)
     for key, target in wanted.items():
         if not any(_target(t) == target for t in trackers):
