@@ -138,11 +138,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128, help="images per batch (train.py's default: 128)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="batch 8, one repetition: a smoke run")
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.reps = 8, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = [r for wl in args.workloads.split(",") for r in measure(wl, args.batch, device, args.reps)]
     print(f"device {device} ({torch.get_num_threads()} threads on the CPU), batch {args.batch}, median of {args.reps}")

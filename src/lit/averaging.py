@@ -96,10 +96,10 @@ class WeightAverage(Callback):
             weight = 1 - self.decay if self.mode == "ema" else 1 / (self.updates + 1)
             pairs = [(a, c.detach()) for a, c in zip(self._avg, self._current)]
             floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+            counts = [(a, c) for a, c in pairs if not a.is_floating_point()]  # BatchNorm's num_batches_tracked
             torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
-            for a, c in pairs:
-                if not a.is_floating_point():  # BatchNorm's num_batches_tracked: the current count
-                    a.copy_(c)
+            if counts:  # the current count, not an average
+                torch._foreach_copy_([a for a, _ in counts], [c for _, c in counts])
         self.updates += 1
 
     @torch.no_grad()
