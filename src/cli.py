@@ -29,7 +29,12 @@ def check_group_choices(argv: list[str]) -> None:
         # hydra/... groups also hold Hydra's own options (hydra/launcher=joblib): Hydra checks those
         if o.is_delete() or o.package or group.startswith("hydra") or not (CONF_DIR / group).is_dir():
             continue
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+        elif isinstance(o.value(), list):  # logger=[default,mlflow]: a list of options of one group
+            values = [str(v) for v in o.value()]
+        else:
+            values = [o.get_value_element_as_str()]
         for v in values:
             if v not in ("null", "None") and v not in _options(group):
                 raise UserError(f"unknown {group} '{v}': choose one of {', '.join(_options(group))} (conf/{group}/)")

@@ -68,3 +68,13 @@ def test_sweep_check_composes_once_per_setting_and_still_checks_every_seed(monke
     assert len(calls) == 2  # 6 jobs, 2 settings: Hydra's ~0.3 s composition is not paid per seed
     with pytest.raises(UserError, match=r"^seed=-1 is not valid: use an integer >= 0"):
         check_jobs(["-m", "activation=relu,tanh", "seed=0,-1", f"hydra.sweep.dir={tmp_path}"])
+
+
+def test_a_list_of_options_is_checked_element_by_element():
+    """logger=[default,mlflow] combines options of one group; each element must exist."""
+    from src.cli import check_group_choices
+    from src.errors import UserError
+
+    check_group_choices(["logger=[default,mlflow]"])
+    with pytest.raises(UserError, match="unknown logger 'nope'"):
+        check_group_choices(["logger=[default,nope]"])
