@@ -10,8 +10,8 @@ the cost does not depend on them) it times the model's training step (forward, b
 autocast and channels_last on a GPU, as train.py) and each regulariser on the same batch, as
 train.py runs it: the data-side ops on the uint8 batch, mixup/CutMix on the normalised float
 batch, one EMA update over the model's weights. Test-time augmentation is timed against the
-plain evaluation forward it adds to. `ops` counts the aten operations one call dispatches, which on
-a GPU is about the number of kernel launches (what dominates small ops there).
+plain evaluation forward it adds to. `ops` counts the aten operations one call dispatches, views
+left out, which on a GPU is about the number of kernel launches (what dominates small ops there).
 """
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ class _CountOps(TorchDispatchMode):
         self.n = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
+        returns = func._schema.returns
+        view = bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+        self.n += not view  # views (detach, slices, expand...) launch no kernel
         return func(*args, **(kwargs or {}))
 
 
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     rows = [r for wl in args.workloads.split(",") for r in measure(wl, args.batch, device, args.reps)]
     print(f"device {device} ({torch.get_num_threads()} threads on the CPU), batch {args.batch}, median of {args.reps}")
-    print("| workload | op | ms / batch | aten ops / call | % of the training step |")
+    print("| workload | op | ms / batch | ops / call (no views) | % of the training step |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
         pct = f"{r['pct']:.1f}" if r["pct"] is not None else (f"{r['x_eval']:.2f}x eval" if "x_eval" in r else "")

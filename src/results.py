@@ -76,7 +76,8 @@ def hparams(cfg: DictConfig) -> dict:
     """The knobs a study compares, flattened to scalars TensorBoard's hparams tab can show."""
     flat = {f"choice/{k}": v for k, v in group_choices(cfg).items()}
     for key in ("seed", "data.batch_size", "data.train_fraction", "trainer.max_epochs", "optimizer.lr",
-                "optimizer.weight_decay", "lit.label_smoothing"):
+                "optimizer.weight_decay", "lit.label_smoothing", "lit.mixup.alpha", "lit.mixup.cutmix_alpha",
+                "lit.tta", "data.policy", "data.cutout", "data.erasing"):
         v = OmegaConf.select(cfg, key)
         if v is not None:
             flat[key] = v

@@ -191,3 +191,23 @@ def test_bad_options_fail_in_one_line(kwargs, word):
     with pytest.raises(ConfigError, match=word) as e:
         build_augment("crop_flip", **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_cost_benchmark_smoke(tmp_path):
+    """benchmarks/augment_cost.py --quick: every row measured beside the training step it feeds."""
+    import importlib.util
+    import json
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("augment_cost", ROOT / "benchmarks" / "augment_cost.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "cost.json"
+    assert bench.main(["--quick", "--workloads", "lenet5/mnist", "--out", str(out)]) == 0
+    rows = {r["op"]: r for r in json.loads(out.read_text())}
+    assert rows["model training step"]["pct"] == 100.0
+    for name in ("randaugment N=2 M=9", "trivialaugment", "autoaugment (CIFAR-10 policy)", "cutout 1x12",
+                 "random erasing p=0.5", "mixup alpha=0.2", "cutmix alpha=1", "EMA update (every step)"):
+        assert rows[name]["ms"] > 0 and rows[name]["ops"] > 0 and rows[name]["pct"] > 0
+    assert rows["TTA flip_translate (test batches only)"]["x_eval"] > 0
