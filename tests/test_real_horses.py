@@ -128,8 +128,9 @@ def test_read_as_a_generic_image_folder(data, cache, tmp_path):
 
 
 def test_lenet5_learns_horses_from_humans_on_the_cpu(data, tmp_path):
-    """LeNet-5 at 64x64, Adam, 5 epochs (about a minute on 2 free cores): validation accuracy (the
-    validation split, 256 images, half of each class) clearly above the 50 % of chance."""
+    """LeNet-5 at 64x64, Adam, 5 epochs (about 10 s on 2 free cores, 0.9 s per epoch; 92.2 %, best
+    93.8 %): validation accuracy (the validation split, 256 images, half of each class) clearly
+    above the 50 % of chance."""
     from train import train
 
     cfg = compose_cfg(["model=lenet5", "data=horses_or_humans", "data.image_size=64", "optimizer=adam",
