@@ -72,6 +72,12 @@ class WeightAverage(Callback):
         self._avg = [torch.empty_like(t).copy_(pending[n]) if n in pending else t.detach().clone() for n, t in named]
         self._pending = None
         self._last_step = trainer.global_step
+        # split once, not per update: floats are averaged, integer buffers (BatchNorm's
+        # num_batches_tracked) copied as they are
+        fl = [i for i, a in enumerate(self._avg) if a.is_floating_point()]
+        ct = [i for i, a in enumerate(self._avg) if not a.is_floating_point()]
+        self._float_avg, self._float_cur = [self._avg[i] for i in fl], [self._current[i].detach() for i in fl]
+        self._count_avg, self._count_cur = [self._avg[i] for i in ct], [self._current[i].detach() for i in ct]
 
     def _due(self, trainer, batch_idx: int) -> bool:
         if self.mode == "ema":
@@ -94,12 +100,9 @@ class WeightAverage(Callback):
             torch._foreach_copy_(self._avg, [t.detach() for t in self._current])
         else:
             weight = 1 - self.decay if self.mode == "ema" else 1 / (self.updates + 1)
-            pairs = [(a, c.detach()) for a, c in zip(self._avg, self._current)]
-            floats = [(a, c) for a, c in pairs if a.is_floating_point()]
-            counts = [(a, c) for a, c in pairs if not a.is_floating_point()]  # BatchNorm's num_batches_tracked
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
-            if counts:  # the current count, not an average
-                torch._foreach_copy_([a for a, _ in counts], [c for _, c in counts])
+            torch._foreach_lerp_(self._float_avg, self._float_cur, weight)
+            if self._count_avg:  # the current count, not an average
+                torch._foreach_copy_(self._count_avg, self._count_cur)
         self.updates += 1
 
     @torch.no_grad()

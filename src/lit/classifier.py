@@ -12,6 +12,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from src.lit.clock import RunClock
+from src.lit.compile_state import graphs_compiled
 from src.lit.losses import IGNORE, build_loss, split_decay_groups
 from src.lit.mixing import build_mixer
 from src.lit.stage_stats import StageStats
@@ -65,7 +66,6 @@ class ClassifierModule(L.LightningModule):
         self.best_val_epoch: int | None = None
         self.clock = RunClock()
         # Set by the SpeedUp callback (src/lit/speed.py): compiled models time their warm-up calls apart
-        self.compiled = False
         self.warmup_calls = 1
         self.compile_info: dict = {"compiled": False, "compile_mode": None, "compile_fallback": None}
         self.graphs_at_start = 0
@@ -111,17 +111,17 @@ class ClassifierModule(L.LightningModule):
         return self._trainer is not None and getattr(self.trainer.optimizers[0], "in_second_pass", False)
 
     # ------------------------------------------------------------------ compile warm-up timing
+    @property
+    def compiled(self) -> bool:
+        """The model runs compiled (set up by SpeedUp; False again after an eager fallback)."""
+        return self.compile_info["compiled"]
+
     def _warmup_start(self, stage: str, batch) -> None:
         if self.compiled:
-            from src.lit.compile_state import graphs_compiled
+            self.clock.warmup_start(stage, batch[0].shape, self.warmup_calls, self.device, graphs_compiled)
 
-            self.clock.warmup_start(stage, batch[0].shape, self.warmup_calls, self.device, graphs_compiled())
-
-    def _warmup_end(self, batch) -> None:
-        if self.compiled:
-            from src.lit.compile_state import graphs_compiled
-
-            self.clock.warmup_end(self.device, graphs_compiled(), batch[1].shape[0])
+    def _warmup_end(self, batch) -> None:  # also after an eager fallback inside a warm-up call
+        self.clock.warmup_end(self.device, graphs_compiled, batch[1].shape[0])
 
     def on_train_batch_start(self, batch, batch_idx):
         self._warmup_start("train", batch)
@@ -141,8 +141,6 @@ class ClassifierModule(L.LightningModule):
     def compile_report(self) -> dict:
         """For metrics.json: whether the model ran compiled, how many graphs that took, and how
         many of them were compiled inside timed steps (0 when the batch shapes are static)."""
-        from src.lit.compile_state import graphs_compiled
-
         graphs = graphs_compiled() - self.graphs_at_start
         return {**self.compile_info, "compile_graphs": graphs,
                 "graphs_compiled_while_timed": graphs - self.clock.warm_graphs}

@@ -9,6 +9,7 @@ timed epoch, and is counted (`graphs_compiled_while_timed`, 0 when static shapes
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -43,18 +44,19 @@ class RunClock:
     def count(self, n: int) -> None:
         self._epoch_images += n
 
-    def warmup_start(self, stage: str, shape, calls: int, device, graphs: int) -> bool:
+    def warmup_start(self, stage: str, shape, calls: int, device, graphs: Callable[[], int]) -> bool:
         """Before a step: True (and the clock started) when it is one of the first ``calls`` calls
-        for this stage and batch shape. Evaluation shares one graph (same shapes, no grad)."""
+        for this stage and batch shape. Evaluation shares one graph (same shapes, no grad).
+        ``graphs`` counts the compiled graphs; it is read only around warm-up calls."""
         key = ("eval" if stage != "train" else "train", tuple(shape))
         n = self._calls[key] = self._calls.get(key, 0) + 1
         if n > calls:
             return False
         sync(device)
-        self._warm = (time.perf_counter(), graphs, stage)
+        self._warm = (time.perf_counter(), graphs(), stage)
         return True
 
-    def warmup_end(self, device, graphs: int, images: int = 0) -> None:
+    def warmup_end(self, device, graphs: Callable[[], int], images: int = 0) -> None:
         """After a warm-up step: its time is compile time, its images are not counted."""
         if self._warm is None:
             return
@@ -62,7 +64,7 @@ class RunClock:
         t0, g0, stage = self._warm
         dt = time.perf_counter() - t0
         self.compile_s += dt
-        self.warm_graphs += graphs - g0
+        self.warm_graphs += graphs() - g0
         if stage == "train":
             self._t_train += dt
             self._epoch_images -= images

@@ -80,11 +80,9 @@ class SpeedUp(Callback):
 
         def on_fallback(exc: BaseException) -> None:
             pl_module.compile_info.update(compiled=False, compile_fallback=fallback_warning(exc))
-            pl_module.compiled = False
 
         auto = self.compile in ("auto", True)
         compile_in_place(pl_module.model, mode, _resolve_backend(self.backend), fallback=auto, on_fallback=on_fallback)
-        pl_module.compiled = True
         # CUDA graph trees record a graph on its second call: both first calls are warm-up
         pl_module.warmup_calls = 2 if mode == "reduce-overhead" and device.type == "cuda" else 1
         dm = trainer.datamodule
