@@ -103,9 +103,8 @@ def measure(workload: str, batch: int, device: torch.device, reps: int) -> list[
 
     step_ms, eval_ms = timed(step, device, reps), timed(evaluate, device, reps)
     ema = WeightAverage("ema")
-    ema._current = list(model.parameters()) + list(model.buffers())
-    ema._avg = [t.detach().clone() for t in ema._current]
-    ema.updates = 1
+    ema.track(model)
+    ema.updates = 1  # time the steady-state update (lerp), not the first copy
     plain = evaluate()
     train_ops = {
         "crop_flip (existing, baseline)": lambda: random_crop_flip(x8, padding=4),

@@ -102,16 +102,20 @@ def activation_figure(items: Iterable, x_range: Sequence[float] = (-5.0, 5.0)):
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m src.analysis.activations_plot",
-        description="Write a PNG of activations (left) and their derivatives (right).",
-        epilog=f"activations: {', '.join(available_activations())}",
-    )
+def activation_parser(module: str, description: str, out: str) -> argparse.ArgumentParser:
+    """The command line the activation figures share: activation entries, --out PNG, --dpi."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
+                                     epilog=f"activations: {', '.join(available_activations())}")
     parser.add_argument("names", nargs="+", help="registry names, optionally name:key=value,... or formula:EXPR")
-    parser.add_argument("--out", default="activations.png", help="PNG path (default: activations.png)")
-    parser.add_argument("--range", nargs=2, type=float, default=(-5.0, 5.0), metavar=("LO", "HI"))
+    parser.add_argument("--out", default=out, help=f"PNG path (default: {out})")
     parser.add_argument("--dpi", type=int, default=110)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = activation_parser("src.analysis.activations_plot",
+                               "Write a PNG of activations (left) and their derivatives (right).", "activations.png")
+    parser.add_argument("--range", nargs=2, type=float, default=(-5.0, 5.0), metavar=("LO", "HI"))
     args = parser.parse_args(argv)
     if args.range[0] >= args.range[1]:
         parser.error("--range LO HI needs LO < HI")

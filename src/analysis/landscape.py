@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from src.models.activations import activation_factory, available_activations
-from src.analysis.activations_plot import parse_entry
+from src.analysis.activations_plot import activation_parser, parse_entry
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -164,20 +164,16 @@ def write_csv(results: dict, path: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m src.analysis.landscape",
-        description="Heat maps of a random fully connected net's output over a 2-D input grid, one per activation.",
-        epilog=f"activations: {', '.join(available_activations())}",
-    )
-    parser.add_argument("names", nargs="+", help="registry names, optionally name:key=value,... or formula:EXPR")
-    parser.add_argument("--out", default="landscape.png", help="PNG path (default: landscape.png)")
+    parser = activation_parser(
+        "src.analysis.landscape",
+        "Heat maps of a random fully connected net's output over a 2-D input grid, one per activation.",
+        "landscape.png")
     parser.add_argument("--layers", type=int, default=6, help="hidden layers (default 6)")
     parser.add_argument("--width", type=int, default=64, help="units per hidden layer (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed, the same for every activation")
     parser.add_argument("--range", type=float, default=5.0, dest="range_", help="grid over [-R, R]^2 (default 5)")
     parser.add_argument("--points", type=int, default=200, help="grid points per axis (default 200)")
     parser.add_argument("--csv", default=None, help="also write activation,x,y,output rows here")
-    parser.add_argument("--dpi", type=int, default=110)
     args = parser.parse_args(argv)
     if args.layers < 1 or args.width < 1:
         parser.error("--layers and --width must be at least 1")

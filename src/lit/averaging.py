@@ -65,13 +65,17 @@ class WeightAverage(Callback):
     # ------------------------------------------------------------------ the average
     def on_fit_start(self, trainer, pl_module) -> None:
         # here, not in setup: the model is on its device, in its memory format, compiled in place
-        named = list(pl_module.model.named_parameters()) + list(pl_module.model.named_buffers())
+        self.track(pl_module.model)
+        self._last_step = trainer.global_step
+
+    def track(self, model: torch.nn.Module) -> None:
+        """Start averaging `model`'s parameters and buffers (a pending checkpointed average wins)."""
+        named = list(model.named_parameters()) + list(model.named_buffers())
         self._names = [n for n, _ in named]
         self._current = [t for _, t in named]
         pending = self._pending or {}
         self._avg = [torch.empty_like(t).copy_(pending[n]) if n in pending else t.detach().clone() for n, t in named]
         self._pending = None
-        self._last_step = trainer.global_step
         # split once, not per update: floats are averaged, integer buffers (BatchNorm's
         # num_batches_tracked) copied as they are
         fl = [i for i, a in enumerate(self._avg) if a.is_floating_point()]

@@ -12,6 +12,12 @@ from torch import nn
 IGNORE = -1
 
 
+def softmax_mse(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image: the mean squared error between the softmax output and a probability target
+    (one-hot, or the soft targets of mixup/CutMix)."""
+    return (logits.softmax(dim=1) - target).pow(2).mean(dim=1)
+
+
 class SoftmaxMSELoss(nn.Module):
     def __init__(self, num_classes: int):
         super().__init__()
@@ -20,7 +26,7 @@ class SoftmaxMSELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = target != IGNORE
         one_hot = F.one_hot(target.clamp_min(0), self.num_classes).to(logits.dtype)
-        per_image = (logits.softmax(dim=1) - one_hot).pow(2).mean(dim=1)
+        per_image = softmax_mse(logits, one_hot)
         return (per_image * valid).sum() / valid.sum().clamp_min(1)
 
 

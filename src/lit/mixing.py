@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from src.errors import ConfigError
+from src.lit.losses import softmax_mse
 
 DEFAULTS = {"alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5}
 
@@ -87,7 +88,7 @@ def soft_target_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, labe
         return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
     k = logits.shape[1]
     target = target * (1 - label_smoothing) + label_smoothing / k
-    return (logits.softmax(dim=1) - target).pow(2).mean(dim=1).mean()
+    return softmax_mse(logits, target).mean()
 
 
 class BatchMixer:
