@@ -17,8 +17,11 @@ from omegaconf import DictConfig
 import src.resolvers  # noqa: F401  (registers the ${auto_precision:} etc. resolvers)
 from src.cli import check_group_choices, check_jobs, one_line_errors
 from src.config_schema import validate
+from src.ddp.guards import check_ddp_command
+from src.ddp.ranks import is_launch_rank_zero
 from src.results import collect, log_hparams, write_json
 from src.runs import FAILED_VALUE, in_multirun, previous_result, recorded_outcome, resume_checkpoint
+from src.sweeps.pruning import trial_pruning
 from src.tracking.job import tracked_runs
 
 
@@ -36,6 +39,8 @@ def train(cfg: DictConfig) -> float:
         model = instantiate(cfg.model)  # the activation factory arrives through ${activation}
         module = instantiate(cfg.lit, model=model)
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        if pruning := trial_pruning(cfg):  # an Optuna search trial (hydra/sweeper=optuna)
+            callbacks.append(pruning)
         loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -46,7 +51,10 @@ def train(cfg: DictConfig) -> float:
 
         metrics = collect(cfg, trainer, module, tested[0], time.perf_counter() - start)
         metrics["tested_weights"] = "final" if weights is None else "best_val"
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        if pruning and pruning.pruned_epoch is not None:
+            metrics.update(status="pruned", pruned_epoch=pruning.pruned_epoch)
+        if is_launch_rank_zero():  # DDP: every rank trains and tests, rank 0 alone writes the result
+            write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
         log_hparams(loggers, cfg, metrics)
         return metrics[cfg.optimized_metric]
     return FAILED_VALUE  # only reached in a sweep, after the failure was recorded
@@ -73,4 +81,5 @@ if __name__ == "__main__":
     with one_line_errors():
         check_group_choices(sys.argv[1:])
         check_jobs(sys.argv[1:])  # every job's config is valid before any job starts
+        check_ddp_command(sys.argv[1:])  # DDP jobs a launcher cannot run are refused now
     main()

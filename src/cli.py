@@ -69,6 +69,8 @@ def check_jobs(argv: list[str]) -> None:
     from omegaconf import OmegaConf
 
     GlobalHydra.instance().clear()
+    if {"-m", "--multirun"} & set(argv) and _check_search(argv):
+        return
     parser = OverridesParser.create()
     composed: dict[tuple[str, ...], object] = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -90,6 +92,32 @@ def check_jobs(argv: list[str]) -> None:
                 _check_builds(cfg.data)
     GlobalHydra.instance().clear()
     _check_writable(argv)
+
+
+def _check_search(argv: list[str]) -> bool:
+    """With hydra/sweeper=optuna: check the search (space, objectives, bounds) and its one job
+    config; False for a grid sweep (then every job is checked as usual)."""
+    from hydra import compose, initialize_config_dir
+
+    from src.config_schema import validate
+    from src.sweeps.optuna_search import check_search
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
+            cfg = compose("train", overrides=args, return_hydra_config=True)
+        except Exception as e:
+            if "sweep" in str(e).lower() or "," in " ".join(args):  # a grid sweep's lists: checked per job below
+                return False
+            raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job`)") from None
+    if "optuna" not in str(cfg.hydra.sweeper.get("_target_", "")).lower():
+        return False
+    check_search(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
+    validate(cfg)
+    _check_builds(cfg.activation)
+    _check_builds(cfg.data)
+    _check_writable(argv)
+    return True
 
 
 def _check_builds(node) -> None:

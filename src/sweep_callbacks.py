@@ -44,6 +44,10 @@ def count_jobs(config: DictConfig) -> int | None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from src.sweeps.optuna_sweep import is_optuna, planned_jobs
+
+        if is_optuna(config):
+            return planned_jobs(config)
         if not str(config.hydra.sweeper._target_).endswith("BasicSweeper"):
             return None
         overrides = [str(o) for o in config.hydra.overrides.task]
@@ -59,7 +63,7 @@ def sweep_state(sweep_dir: Path, since: float) -> dict[str, list[str]]:
     """Run folders by state, judged from files: a job started in this invocation rewrote its
     .hydra/overrides.yaml; it finished once its metrics.json is newer than that. A completed
     metrics.json from before this invocation is kept (resume=true skips the job)."""
-    state = {"done": [], "kept": [], "failed": [], "diverged": [], "running": []}
+    state = {"done": [], "kept": [], "failed": [], "diverged": [], "pruned": [], "running": []}
     for ov in sweep_dir.rglob(".hydra/overrides.yaml"):
         run = ov.parent.parent
         mj = run / "metrics.json"
@@ -71,7 +75,7 @@ def sweep_state(sweep_dir: Path, since: float) -> dict[str, list[str]]:
             continue
         name = run.relative_to(sweep_dir).as_posix()
         if m_time is not None and m_time >= since:
-            state["done" if status == "completed" else ("diverged" if status == "diverged" else "failed")].append(name)
+            state[status if status in ("diverged", "pruned") else ("done" if status == "completed" else "failed")].append(name)
         elif status == "completed":
             state["kept"].append(name)
         elif started:
@@ -99,7 +103,7 @@ class LiveStatus(threading.Thread):
 
     def line(self) -> str:
         st = sweep_state(self.sweep_dir, self.start_time)
-        finished_now = len(st["done"]) + len(st["failed"]) + len(st["diverged"])
+        finished_now = len(st["done"]) + len(st["failed"]) + len(st["diverged"]) + len(st["pruned"])
         finished = finished_now + len(st["kept"])
         total = self.total if self.total is not None else finished + len(st["running"])
         parts = [f"[bold]{finished}/{total}[/bold] finished", f"{len(st['running'])} running"]
@@ -108,6 +112,8 @@ class LiveStatus(threading.Thread):
         parts.append(f"[red]{len(st['failed'])} failed[/red]" if st["failed"] else "0 failed")
         if st["diverged"]:
             parts.append(f"[yellow]{len(st['diverged'])} diverged[/yellow]")
+        if st["pruned"]:
+            parts.append(f"{len(st['pruned'])} pruned")
         elapsed = time.time() - self.start_time
         parts.append(f"elapsed {_hms(elapsed)}")
         remaining = total - finished
@@ -193,7 +199,10 @@ class SweepCallback(Callback):
             self._status.stop()
             self._status.show(force=True)
         console = _console()
-        if self.report:
+        from src.sweeps.optuna_sweep import is_optuna
+
+        search = is_optuna(config)  # an Optuna search wrote its own report (src/sweeps/optuna_report.py)
+        if self.report and not search:
             try:
                 from src.analysis.report import write_report
 
@@ -212,7 +221,8 @@ class SweepCallback(Callback):
         from src.tracking.sweep import sweep_end
 
         sweep_end(config, sweep_dir)  # the summary table to MLflow/W&B, if configured; never raises
-        bad = _bad_runs(sweep_dir, self.fail_on)
+        # in a search a diverged trial (too high an lr) is a result Optuna learns from, not a fault
+        bad = _bad_runs(sweep_dir, [s for s in self.fail_on if not (search and s == "diverged")])
         if bad:
             console.print(f"[red]\\[sweep] {len(bad)} job(s) did not complete:[/red]")
             for run, status, error in bad:

@@ -1,0 +1,239 @@
+"""The Optuna search loop behind ``hydra/sweeper=optuna`` (the Hydra plugin in hydra_plugins/ only
+calls this): ask a trial, run its seeds as jobs, tell the mean; at most ``n_jobs`` jobs at once and
+a new one the moment one ends; then rerun the best parameters with fresh seeds and write the report.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError
+from src.sweeps import optuna_study as st
+from src.sweeps.optuna_space import override, parse_space
+from src.sweeps.runners import job_outcome, launcher_jobs, make_runner
+
+
+@dataclass
+class Trial:
+    trial: Any
+    jobs: list = field(default_factory=list)  # (seed, overrides), not yet started
+    outcomes: list = field(default_factory=list)
+
+
+def directions_of(options: DictConfig) -> list[str]:
+    d = options.direction
+    dirs = [str(x) for x in d] if OmegaConf.is_list(d) or isinstance(d, (list, tuple)) else [str(d)]
+    for x in dirs:
+        if x not in ("maximize", "minimize"):
+            raise ConfigError(f"hydra.sweeper.direction={x} is not valid: use maximize | minimize (or a list of them)")
+    return dirs
+
+
+def objectives_of(options: DictConfig, config: DictConfig, n: int) -> list[str]:
+    objs = list(options.objectives) if options.get("objectives") else [str(config.get("optimized_metric", "objective"))]
+    if len(objs) != n:
+        raise ConfigError(f"hydra.sweeper.objectives has {len(objs)} metric(s) but hydra.sweeper.direction {n}: "
+                          f"give one direction per objective")
+    return objs
+
+
+def check_honest(objectives: list[str], config: DictConfig) -> None:
+    """A search selects: it must never select on the test split."""
+    for k in objectives:
+        if k.startswith("test/"):
+            raise ConfigError(f"the search would optimise {k}, i.e. choose hyperparameters on the test set: "
+                              f"set optimized_metric=val/acc_best and data.val_size=0.1 (a hold-out of the training split)")
+        if k.startswith("val/") and OmegaConf.select(config, "data") is not None and \
+                not OmegaConf.select(config, "data.val_size", default=0) and not OmegaConf.select(config, "data.folds", default=0):
+            raise ConfigError(f"the search optimises {k} but data.val_size=0 validates on the test split: "
+                              f"set data.val_size=0.1 (a hold-out of the training split)")
+
+
+def check_arguments(arguments: list[str]) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(arguments):
+        if o.is_sweep_override():
+            raise ConfigError(f"{o.input_line}: a comma list or range on the command line is a grid sweep; with "
+                              f"hydra/sweeper=optuna put searched keys in hydra.sweeper.params and seeds in "
+                              f"hydra.sweeper.seeds_per_trial")
+
+
+class Search:
+    def __init__(self, options: DictConfig, config: DictConfig, launcher: Any):
+        self.o, self.config, self.launcher = options, config, launcher
+        self.space = parse_space(options.params)
+        self.directions = directions_of(options)
+        self.objectives = objectives_of(options, config, len(self.directions))
+        check_honest(self.objectives, config)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.url = st.storage_url(options.storage, self.sweep_dir)
+        self.name = str(options.study_name or self.sweep_dir.name)
+        self.k = int(options.seeds_per_trial)
+        if self.k < 1 or int(options.n_trials) < 1 or int(options.confirm_seeds) < 0:
+            raise ConfigError("hydra.sweeper: n_trials and seeds_per_trial must be >= 1, confirm_seeds >= 0")
+        self.n_jobs = int(options.n_jobs) if options.n_jobs else launcher_jobs(launcher)
+        self.base_seed = int(OmegaConf.select(config, "seed", default=0) or 0)
+        self.pruner_name = str(options.pruner) if len(self.directions) == 1 and self.k == 1 else "none"
+        self.idx = 0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, arguments: list[str], console) -> dict:
+        check_arguments(arguments)
+        self.fixed = list(arguments)
+        sampler = st.make_sampler(str(self.o.sampler), self.o.seed, self.space, len(self.directions))
+        pruner = st.make_pruner(self.pruner_name, int(self.o.pruner_startup_trials), int(self.o.pruner_warmup_epochs))
+        self.study = st.open_study(self.url, self.name, self.directions, sampler, pruner,
+                                   int(self.o.heartbeat_s), int(self.o.grace_s))
+        stale = st.fail_stale(self.study)
+        done_before = len(st.counted_trials(self.study))
+        console.print(f"[cyan]\\[search][/cyan] study '{self.name}' in {self.url}: {done_before}/{self.o.n_trials} "
+                      f"trials there already" + (f", {len(stale)} stale trial(s) failed and queued again" if stale else "")
+                      + f"; up to {self.n_jobs} job(s) at once, {self.k} seed(s) per trial")
+        if str(self.o.pruner) != "none" and self.pruner_name == "none":
+            console.print("[yellow]\\[search] pruning is off: it needs one objective and seeds_per_trial=1[/yellow]")
+        self.heart = st.Heartbeat(self.study, float(self.o.heartbeat_s))
+        self.heart.start()
+        try:
+            self._loop(console)
+            confirm = self._confirm(console)
+        finally:
+            self.heart.stop()
+        return {"study": self.study, "confirm": confirm}
+
+    def _loop(self, console) -> None:
+        runner = make_runner(self.launcher, self.n_jobs)
+        open_trials: list[Trial] = []
+        in_flight: dict = {}
+        while True:
+            while len(in_flight) < self.n_jobs:
+                job = self._next_job(open_trials)
+                if job is None:
+                    break
+                tr, seed, overrides = job
+                in_flight[runner.submit(self._next_idx(), overrides)] = (tr, seed)
+            if not in_flight:
+                return
+            for f in runner.wait(set(in_flight)):
+                tr, seed = in_flight.pop(f)
+                tr.outcomes.append((seed, job_outcome(f, self.objectives)))
+                if len(tr.outcomes) == self.k:
+                    open_trials.remove(tr)
+                    self._tell(tr, console)
+
+    def _next_idx(self) -> int:
+        self.idx += 1
+        return self.idx - 1
+
+    def _next_job(self, open_trials: list[Trial]):
+        for tr in open_trials:
+            if tr.jobs:
+                seed, ov = tr.jobs.pop(0)
+                return tr, seed, ov
+        if st.budget_left(self.study, int(self.o.n_trials)) <= 0:
+            st.fail_stale(self.study)  # a dead process's trials come back as waiting ones
+            if st.budget_left(self.study, int(self.o.n_trials)) <= 0:
+                return None
+        trial = self.study.ask(self.space)
+        if not st.within_budget(self.study, trial, int(self.o.n_trials)):
+            return None
+        self.heart.add(trial._trial_id)
+        trial.set_user_attr("launcher", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("seeds", [self.base_seed + j for j in range(self.k)])
+        params = [override(k, v) for k, v in trial.params.items()]
+        tr = Trial(trial)
+        for j in range(self.k):
+            seed = self.base_seed + j
+            sub = f"trial={trial.number:03d}/seed={seed}"
+            tr.jobs.append((seed, [*self.fixed, *params, f"++trial={trial.number}", f"seed={seed}",
+                                   f"hydra.sweep.subdir='{sub}'"]))
+        open_trials.append(tr)
+        return self._next_job(open_trials)
+
+    def _tell(self, tr: Trial, console) -> None:
+        trial, outs = tr.trial, [o for _, o in sorted(tr.outcomes, key=lambda x: x[0])]
+        trial.set_user_attr("runs", [o["run_dir"] for o in outs])
+        statuses = [o["status"] for o in outs]
+        try:
+            if all(s == "completed" for s in statuses):
+                per_seed = [o["values"] for o in outs]
+                trial.set_user_attr("per_seed", per_seed)
+                means = [sum(v[i] for v in per_seed) / len(per_seed) for i in range(len(self.objectives))]
+                self.study.tell(trial, means[0] if len(means) == 1 else means)
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.objectives, means))
+            elif "pruned" in statuses:
+                self.study.tell(trial, state=st._state("PRUNED"))
+                shown = "pruned"
+            else:
+                bad = next(o for o in outs if o["status"] != "completed")
+                trial.set_user_attr("error", f"{bad['status']}: {bad['error'] or ''}"[:500])
+                self.study.tell(trial, state=st._state("FAIL"))
+                shown = f"[yellow]{bad['status']}[/yellow]"
+        finally:
+            self.heart.remove(trial._trial_id)
+        params = " ".join(override(k, v) for k, v in trial.params.items())
+        console.print(f"[cyan]\\[search][/cyan] trial {trial.number}: {shown} ({params})", soft_wrap=True)
+
+    # ------------------------------------------------------------------ confirmation
+    def _confirm(self, console) -> dict | None:
+        """Rerun the best parameters with seeds the search never used: the best trial's own value
+        is the maximum over many noisy trials, biased upwards; these runs are not."""
+        n = int(self.o.confirm_seeds)
+        if n <= 0:
+            return None
+        if len(self.directions) > 1:
+            console.print("[yellow]\\[search] confirm_seeds: not run for several objectives (no single best)[/yellow]")
+            return None
+        if self.study.get_trials(deepcopy=False, states=(st._state("RUNNING"),)):
+            console.print("[yellow]\\[search] other processes still run trials: the last one to finish confirms[/yellow]")
+            return None
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            console.print("[yellow]\\[search] no completed trial: nothing to confirm[/yellow]")
+            return None
+        if self.study.user_attrs.get("confirmed_by"):
+            return self.study.user_attrs.get("confirmation")
+        self.study.set_user_attr("confirmed_by", f"{socket.gethostname()}:{os.getpid()}")
+        seeds = [self.base_seed + self.k + i for i in range(n)]  # never used by the search
+        params = [override(k, v) for k, v in best.params.items()]
+        runner = make_runner(self.launcher, self.n_jobs)
+        queue = [(s, [*self.fixed, *params, f"seed={s}", f"hydra.sweep.subdir='confirm/seed={s}'"]) for s in seeds]
+        console.print(f"[cyan]\\[search][/cyan] confirming trial {best.number} with seeds {seeds}")
+        extra = ["test/acc"] if "test/acc" not in self.objectives else []
+        results, in_flight = {}, {}
+        while queue or in_flight:
+            while queue and len(in_flight) < self.n_jobs:
+                s, ov = queue.pop(0)
+                in_flight[runner.submit(self._next_idx(), ov)] = s
+            for f in runner.wait(set(in_flight)):
+                s = in_flight.pop(f)
+                out = job_outcome(f, self.objectives)
+                results[s] = {"status": out["status"], "value": out["values"][0] if out["values"] else None,
+                              **{k: out["metrics"].get(k) for k in extra}, "run_dir": out["run_dir"]}
+        confirmation = {"trial": best.number, "params": best.params, "search_value": best.value,
+                        "objective": self.objectives[0], "seeds": seeds, "runs": [results[s] for s in seeds]}
+        self.study.set_user_attr("confirmation", confirmation)
+        return confirmation
+
+
+def check_search(cfg: DictConfig, arguments: list[str]) -> None:
+    """Everything a search would refuse, refused before any trial (train.py's pre-check): the
+    space, the objectives, honesty, the sampler, and every bound against the schema."""
+    from src.sweeps.optuna_space import check_space
+
+    o = cfg.hydra.sweeper
+    space = parse_space(o.params)
+    directions = directions_of(o)
+    check_honest(objectives_of(o, cfg, len(directions)), cfg)
+    check_arguments(arguments)
+    st.make_sampler(str(o.sampler), o.seed, space, len(directions))
+    st.make_pruner(str(o.pruner))
+    if int(o.n_trials) < 1 or int(o.seeds_per_trial) < 1 or int(o.confirm_seeds) < 0:
+        raise ConfigError("hydra.sweeper: n_trials and seeds_per_trial must be >= 1, confirm_seeds >= 0")
+    check_space(cfg, space)
