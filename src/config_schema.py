@@ -30,6 +30,7 @@ class DataOptions:
     image_size: int = opt(int, ge=8, le=1024)
     num_classes: int = opt(int, ge=2)
     batch_size: int = opt(int, ge=1)
+    batch_size_is_global: bool = opt(bool)
     eval_batch_size: int = opt(int, ge=1, nullable=True)
     crop_padding: int = opt(int, ge=0, le=64)
     rotate_degrees: float = opt(NUMBER, ge=0, le=180)

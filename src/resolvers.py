@@ -78,3 +78,4 @@ def register() -> None:
 
 
 register()
+import src.ddp.slurm  # noqa: E402,F401  (the SLURM launcher's DDP resolvers: conf/hydra/launcher/slurm.yaml)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from src.ddp.ranks import is_launch_rank_zero
 from src.errors import UserError
 from src.results import task_overrides, write_json
 
@@ -27,8 +28,12 @@ def read_status(run_dir: Path) -> dict | None:
 
 
 def previous_result(cfg: DictConfig) -> dict | None:
-    """A completed result to reuse (resume=true), or None to train. Refuses to overwrite one."""
+    """A completed result to reuse (resume=true), or None to train. Refuses to overwrite one.
+    Only rank 0 guards the run dir: DDP ranks > 0 are started after rank 0 passed this check, into
+    the same dir (src/ddp/), and must not refuse it or delete its files."""
     out = Path(cfg.paths.output_dir)
+    if not is_launch_rank_zero():
+        return None
     prev = read_status(out)
     if not prev or prev.get("status") != "completed":
         return None
@@ -70,6 +75,9 @@ def recorded_outcome(cfg: DictConfig):
     from src.lit.classifier import Diverged
 
     out = Path(cfg.paths.output_dir)
+    if not is_launch_rank_zero():  # DDP rank > 0: rank 0 records the outcome; an error ends this rank
+        yield
+        return
     base = {"overrides": task_overrides(), "seed": cfg.get("seed")}
     try:
         yield

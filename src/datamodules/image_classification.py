@@ -11,7 +11,7 @@ import torch
 
 from src.datamodules.augment import build_augment, normalize
 from src.datamodules.image_folder import channel_stats, resolve_root
-from src.datamodules.loader import TensorBatchLoader
+from src.datamodules.loader import TensorBatchLoader, eval_steps, shard_bounds
 from src.datamodules.registry import LOADERS, known_counts
 from src.datamodules.sources import Splits
 from src.datamodules.splits import _check_fraction, stratified_holdout, stratified_kfold, stratified_subset
@@ -74,6 +74,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         skip_bad_images: bool = False,
         label_type: str = "fine",
         svhn_extra: bool = False,
+        batch_size_is_global: bool = False,
     ):
         super().__init__()
         # Everything is checked here, before a file is opened.
@@ -113,7 +114,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.name, self.data_dir, self.cache_dir, self.download = name, Path(data_dir), cache_dir, download
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.grayscale = grayscale
-        self.batch_size = batch_size
+        # per process (per GPU) unless batch_size_is_global: then divided by the world size in setup()
+        self.batch_size, self.batch_size_is_global = batch_size, batch_size_is_global
         self.eval_batch_size = eval_batch_size or batch_size
         # then the regularisers after data.augment (policy, cutout, erasing: src/datamodules/batch_ops.py)
         self.augment = build_augment(augment, crop_padding, rotate_degrees, zoom, policy=policy, policy_n=policy_n,
@@ -132,6 +134,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         # short last training batch is dropped, the last evaluation batch padded and masked)
         self.static_shapes = False
         self._splits: dict[str, View] = {}
+        self.rank, self.world = 0, 1  # this process under DDP (set in setup() from the trainer)
+        self._eval_sizes: dict[str, int] = {}  # evaluation split sizes before sharding
 
     def _set_stats(self, mean, std) -> None:
         c = self.channels
@@ -164,9 +168,22 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"{self.name} images are {got} but the data config says {want}: fix data.channels/image_size")
         return s
 
+    def _set_world(self) -> None:
+        """Rank and world size from the trainer; a global batch size becomes the per-process one.
+        Runs before any data is read, so a size that does not divide fails at once."""
+        if self.trainer is not None:
+            self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
+        if self.batch_size_is_global and self.world > 1:
+            from src.ddp.batch import per_process_batch
+
+            self.batch_size = per_process_batch(self.batch_size, self.world)
+            self.eval_batch_size = -(-self.eval_batch_size // self.world)
+            self.batch_size_is_global = False  # divided once
+
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
             return
+        self._set_world()
         s = self._load()
         self.classes = s.classes
         if self.mean is None:  # data.mean/std null: the training split's own, once (cached for image folders)
@@ -187,8 +204,23 @@ class ImageClassificationDataModule(L.LightningDataModule):
         else:
             val = test  # the studies we reproduce validate on the test split
         parts = {"train": train, "val": val, "test": test}
+        self._eval_sizes = {k: len(parts[k].labels) for k in ("val", "test")}
+        if self.world > 1:  # each rank keeps only its evaluation shard; training needs every image
+            parts = self._shard_eval(parts)
         device = self._target_device(sum(v.nbytes for v in {id(v): v for v in parts.values()}.values()))
         self._splits = place(parts, device)
+
+    def _shard_eval(self, parts: dict[str, View]) -> dict[str, View]:
+        """This rank's contiguous share of each evaluation split (val and test stay one view when
+        val is the test split). Every image lies in exactly one shard: no rank evaluates a copy."""
+        shards: dict[int, View] = {}
+        for k in ("val", "test"):
+            v = parts[k]
+            if id(v) not in shards:
+                lo, hi = shard_bounds(len(v.labels), self.rank, self.world)
+                shards[id(v)] = v.take(torch.arange(lo, hi))
+            parts[k] = shards[id(v)]
+        return parts
 
     def _target_device(self, nbytes: int) -> torch.device:
         """The training device when the uint8 data takes under a quarter of its free memory (auto),
@@ -206,7 +238,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return root
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) of a split, copied out of the source when it is a view of it."""
+        """(images, labels) of a split, copied out of the source when it is a view of it (under DDP
+        an evaluation split is this rank's shard)."""
         return self._splits[name].tensors()
 
     # ------------------------------------------------------------------ loaders
@@ -216,16 +249,24 @@ class ImageClassificationDataModule(L.LightningDataModule):
         # compiled: a short last batch would compile (and capture) a second graph inside the timed
         # epoch, so it is dropped -- a different permutation every epoch, so no image is always left out
         drop = self.static_shapes and len(v.labels) >= self.batch_size
+        # the trainer's epoch draws the order, so a resumed run repeats an uninterrupted one's orders
+        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
         return TensorBatchLoader(v.images, v.labels, self.batch_size, shuffle=not overfit, drop_last=drop,
-                                 seed=self.seed, index=v.index)
+                                 seed=self.seed, index=v.index, rank=self.rank, world=self.world, epoch_fn=epoch)
+
+    def _eval_loader(self, name: str) -> TensorBatchLoader:
+        v = self._splits[name]
+        # under DDP every rank makes the largest shard's number of steps (padding-only batches after
+        # its own shard): equal step counts, every image counted once
+        steps = eval_steps(self._eval_sizes[name], self.world, self.eval_batch_size) if self.world > 1 else None
+        return TensorBatchLoader(v.images, v.labels, self.eval_batch_size, pad_last=self.static_shapes,
+                                 index=v.index, steps=steps)
 
     def val_dataloader(self):
-        v = self._splits["val"]
-        return TensorBatchLoader(v.images, v.labels, self.eval_batch_size, pad_last=self.static_shapes, index=v.index)
+        return self._eval_loader("val")
 
     def test_dataloader(self):
-        v = self._splits["test"]
-        return TensorBatchLoader(v.images, v.labels, self.eval_batch_size, pad_last=self.static_shapes, index=v.index)
+        return self._eval_loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch

@@ -153,7 +153,13 @@ class ClassifierModule(L.LightningModule):
             self._raise_if_diverged()
 
     def _raise_if_diverged(self) -> None:
-        step = int(self._bad_step)  # one host sync every `divergence_check_every` steps
+        bad = self._bad_step
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # DDP: every rank checks at the same step and all stop together (a rank raising alone
+            # would leave the others waiting in the next all-reduce); a bad step of any rank counts
+            bad = bad.clone()
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        step = int(bad)  # one host sync every `divergence_check_every` steps
         if step >= 0:
             raise Diverged(self.current_epoch, step)
 
@@ -245,6 +251,8 @@ class ClassifierModule(L.LightningModule):
 
     # ------------------------------------------------------------------ figures
     def _tensorboard(self):
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return None  # DDP: figures are rank 0's (ranks > 0 would draw them for nothing)
         for lg in self.loggers:
             if hasattr(lg.experiment, "add_figure"):
                 return lg.experiment

@@ -95,9 +95,12 @@ def _no_cloud_tips(record: logging.LogRecord) -> bool:
 
 
 # Warnings every run printed that no user can act on: Lightning 2.6's own use of a torch API that
-# torch 2.14 deprecates, and the per-step logging interval (we log once per epoch, never per step).
+# torch 2.14 deprecates, the per-step logging interval (we log once per epoch, never per step), and
+# under DDP the advice to log with sync_dist: StageStats already sums its states over the processes,
+# so every rank logs the same global accuracy and loss (the timings are each rank's own).
 IRRELEVANT_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
-                       r"The number of training batches \(\d+\) is smaller than the logging interval")
+                       r"The number of training batches \(\d+\) is smaller than the logging interval",
+                       r"It is recommended to use `self\.log\('(train|val|test|test_tta|time)/")
 
 
 def _quiet() -> None:
@@ -131,5 +134,9 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
         # Lightning's notes ("GPU available", "Restoring states") from every worker would bury the
         # sweep's status line; warnings and errors still show
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    if kwargs.get("strategy") == "ddp":  # its ranks started as single runs of this Hydra job (src/ddp/)
+        from src.ddp.strategy import RunDDPStrategy
+
+        kwargs["strategy"] = RunDDPStrategy()
     callbacks, kwargs = reconcile(callbacks, kwargs)  # flags win over callbacks, estimate line (trainer_options.py)
     return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)

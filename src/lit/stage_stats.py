@@ -28,9 +28,12 @@ class StageStats(Metric):
         if masked:
             n = (target >= 0).sum()
             self.correct += (hit & (target >= 0)).sum()
-        else:  # training: a Python int, no extra kernels per step
-            n = target.shape[0]
-            self.correct += hit.sum()
+            self.seen += n
+            # a batch of padding only (a DDP rank whose evaluation shard ran out) has a NaN mean loss
+            self.loss_sum += torch.where(n > 0, loss.detach().float() * n, 0.0)
+            return
+        n = target.shape[0]  # training: a Python int, no extra kernels per step
+        self.correct += hit.sum()
         self.seen += n
         self.loss_sum += loss.detach().float() * n
 

@@ -238,8 +238,10 @@ def _target(obj) -> str:
 @contextlib.contextmanager
 def tracked_runs(cfg):
     """Around one job (outside recorded_outcome, so metrics.json is written when this closes)."""
+    from src.ddp.ranks import is_launch_rank_zero
+
     wanted = tracker_entries(cfg)
-    if not wanted:
+    if not wanted or not is_launch_rank_zero():  # DDP: one tracked run, rank 0's (src/ddp/)
         yield
         return
     for target in wanted.values():

@@ -1,0 +1,1 @@
+"""One run on many GPUs or machines (DDP): rank-aware launching, batch sizes and guards."""
