@@ -84,7 +84,8 @@ class TensorBatchLoader:
             else:
                 idx = order[lo:hi]
                 x, y = self._rows(idx), self.labels.index_select(0, idx)
-            if self.pad_last and hi - lo < self.batch_size and n > self.batch_size:
+            # a split within one batch keeps its one shape unpadded, unless other ranks' batches are full
+            if self.pad_last and hi - lo < self.batch_size and (n > self.batch_size or self.steps is not None):
                 fill = self.batch_size - (hi - lo)
                 x = torch.cat([x, self._rows(slice(0, fill))])
                 y = torch.cat([y, torch.full((fill,), IGNORE, dtype=y.dtype, device=y.device)])
