@@ -143,6 +143,14 @@ def test_global_batch_size_divides_or_is_refused():
         per_process_batch(100, 3)
 
 
+def test_global_batch_refused_on_the_command_line():
+    bad = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "data.batch_size=63",
+           "data.batch_size_is_global=true"]
+    with pytest.raises(ConfigError, match="data.batch_size=63 .* 2 processes"):
+        check_ddp_command(bad)
+    check_ddp_command([*bad[:-2], "data.batch_size=64", "data.batch_size_is_global=true"])
+
+
 def test_global_batch_is_refused_before_any_data_is_read(monkeypatch):
     from src.datamodules.image_classification import ImageClassificationDataModule
 
@@ -272,13 +280,14 @@ def test_two_ranks_train_as_one_with_the_same_global_batch(runs):
 def test_compiled_run_resumed_after_kill_matches_the_uninterrupted_eager_run(runs, tmp_path):
     """kill -9 of the launching process in the middle of epoch 1, then resume=true: epoch 1 is
     trained again with epoch 1's order (not epoch 0's, as a loader counting its own passes from 0
-    would draw), so the weights are the uninterrupted run's. Both halves run compiled -- in place,
-    before DDP wraps the model, Dynamo's DDP optimiser left on -- with the eager backend (fast, and
-    graph capture apart from Inductor's numerics), so the comparison also checks compiled == eager.
+    would draw), so the weights are the uninterrupted run's. The resumed half runs compiled -- in
+    place, before DDP wraps the model, Dynamo's DDP optimiser left on -- with the eager backend
+    (fast, and graph capture apart from Inductor's numerics), so the comparison also checks
+    compiled == eager (training epoch 1, validation and test).
     (One test for both: each 2-process run costs ~10-20 s of the file's budget.)"""
     run = tmp_path / "killed"
     compiled = [*TWO, "trainer.compile=default", "trainer.compile_backend=eager"]
-    killed = run_train([*compiled, "+callbacks.kill._target_=tests.ddp_helpers.KillAt", "+callbacks.kill.epoch=1",
+    killed = run_train([*TWO, "+callbacks.kill._target_=tests.ddp_helpers.KillAt", "+callbacks.kill.epoch=1",
                         "+callbacks.kill.batch=5"], run)
     assert killed.returncode == -9, killed.stdout[-3000:]
     assert not (run / "metrics.json").exists() and (run / "checkpoints" / "last.ckpt").exists()

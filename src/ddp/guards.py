@@ -47,7 +47,10 @@ def _trainer_settings(argv: list[str]) -> list[list[str]]:
 
 
 def check_ddp_command(argv: list[str]) -> None:
-    """Refuse a sweep of DDP jobs under a launcher that cannot run them."""
+    """Refuse a sweep of DDP jobs under a launcher that cannot run them, and a global batch size
+    that does not divide over the processes (also checked by the data module, for devices=auto)."""
+    if any(a.startswith("data.batch_size_is_global=") and a.endswith("true") for a in argv):
+        _check_global_batch(argv)
     if not MULTIRUN & set(argv) or _launcher(argv) in SAFE_LAUNCHERS:
         return
     if not any("ddp" in a or "devices" in a or "experiment" in a or "strategy" in a or "debug" in a
@@ -68,5 +71,25 @@ def check_ddp_command(argv: list[str]) -> None:
                         f"a sweep of DDP jobs ({n} processes each) cannot run under hydra/launcher="
                         f"{_launcher(argv)}, whose workers hold one GPU slot each: add hydra/launcher=sequential "
                         f"(one DDP job after another) or hydra/launcher=slurm (one SLURM job per DDP job)")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_global_batch(argv: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.cli import _job_overrides
+    from src.compose import CONF_DIR
+    from src.ddp.batch import per_process_batch
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            for job in {tuple(o for o in j if not o.startswith("seed=")): None for j in _job_overrides(argv)}:
+                cfg = compose("train", overrides=list(job))
+                world = processes(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)
+                if cfg.data.get("batch_size_is_global") and world > 1:
+                    per_process_batch(int(cfg.data.batch_size), world)
     finally:
         GlobalHydra.instance().clear()
