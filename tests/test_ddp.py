@@ -7,7 +7,6 @@ and 503 test images (2 shards of 251 and 252, evaluated in batches of 251: rank 
 padding-only batch)."""
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 import torch
