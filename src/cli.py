@@ -102,14 +102,16 @@ def _check_search(argv: list[str]) -> bool:
     from src.config_schema import validate
     from src.sweeps.optuna_search import check_search
 
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
     args = [a for a in argv if "=" in a and not a.startswith("-")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        try:
-            cfg = compose("train", overrides=args, return_hydra_config=True)
-        except Exception as e:
-            if "sweep" in str(e).lower() or "," in " ".join(args):  # a grid sweep's lists: checked per job below
-                return False
-            raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job`)") from None
+        try:  # as -m composes it: hydra.sweeper.params.* are sweep syntax, legal only in a multirun
+            cfg = GlobalHydra.instance().config_loader().load_configuration(
+                "train", overrides=args, run_mode=RunMode.MULTIRUN)
+        except Exception:
+            return False  # not composable as one config: checked job by job below (and errors said there)
     if "optuna" not in str(cfg.hydra.sweeper.get("_target_", "")).lower():
         return False
     check_search(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])

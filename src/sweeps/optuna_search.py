@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
 from src.sweeps import optuna_study as st
-from src.sweeps.optuna_space import override, parse_space
+from src.sweeps.optuna_space import override, parse_space, split_arguments
 from src.sweeps.runners import job_outcome, launcher_jobs, make_runner
 
 
@@ -54,20 +54,10 @@ def check_honest(objectives: list[str], config: DictConfig) -> None:
                               f"set data.val_size=0.1 (a hold-out of the training split)")
 
 
-def check_arguments(arguments: list[str]) -> None:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    for o in OverridesParser.create().parse_overrides(arguments):
-        if o.is_sweep_override():
-            raise ConfigError(f"{o.input_line}: a comma list or range on the command line is a grid sweep; with "
-                              f"hydra/sweeper=optuna put searched keys in hydra.sweeper.params and seeds in "
-                              f"hydra.sweeper.seeds_per_trial")
-
-
 class Search:
     def __init__(self, options: DictConfig, config: DictConfig, launcher: Any):
         self.o, self.config, self.launcher = options, config, launcher
-        self.space = parse_space(options.params)
+        self.space = parse_space(options.params) if options.params else {}  # + the command line's, in run()
         self.directions = directions_of(options)
         self.objectives = objectives_of(options, config, len(self.directions))
         check_honest(self.objectives, config)
@@ -84,8 +74,10 @@ class Search:
 
     # ------------------------------------------------------------------ the loop
     def run(self, arguments: list[str], console) -> dict:
-        check_arguments(arguments)
-        self.fixed = list(arguments)
+        self.fixed, extra = split_arguments(arguments)
+        self.space.update(extra)
+        if not self.space:
+            parse_space({})  # refuses the empty space in one line
         sampler = st.make_sampler(str(self.o.sampler), self.o.seed, self.space, len(self.directions))
         pruner = st.make_pruner(self.pruner_name, int(self.o.pruner_startup_trials), int(self.o.pruner_warmup_epochs))
         self.study = st.open_study(self.url, self.name, self.directions, sampler, pruner,
@@ -228,10 +220,10 @@ def check_search(cfg: DictConfig, arguments: list[str]) -> None:
     from src.sweeps.optuna_space import check_space
 
     o = cfg.hydra.sweeper
-    space = parse_space(o.params)
+    _, extra = split_arguments(arguments)
+    space = {**(parse_space(o.params) if o.params or not extra else {}), **extra}
     directions = directions_of(o)
     check_honest(objectives_of(o, cfg, len(directions)), cfg)
-    check_arguments(arguments)
     st.make_sampler(str(o.sampler), o.seed, space, len(directions))
     st.make_pruner(str(o.pruner))
     if int(o.n_trials) < 1 or int(o.seeds_per_trial) < 1 or int(o.confirm_seeds) < 0:

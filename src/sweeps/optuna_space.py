@@ -34,7 +34,7 @@ def parse_space(params: Any) -> dict[str, Any]:
                           "hydra.sweeper.params.optimizer.lr='tag(log, interval(1e-4, 1e-1))' (or pick hparams_search=...)")
     parser = OverridesParser.create()
     space = {}
-    for key, text in params.items():
+    for key, text in _flat(params).items():
         try:
             override = parser.parse_override(f"{key}={text}")
         except Exception as e:
@@ -42,6 +42,37 @@ def parse_space(params: Any) -> dict[str, Any]:
                               f"use {SYNTAX}") from None
         space[key] = _distribution(key, override.value(), text)
     return space
+
+
+def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The command line of a search: fixed overrides, and search ranges in the same syntax
+    (``optimizer.lr='tag(log, interval(1e-4, 1e-1))'``, ``activation=relu,swish`` as a choice),
+    which join (and win over) ``hydra.sweeper.params``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed, space = [], {}
+    for o in OverridesParser.create().parse_overrides(list(arguments)):
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+            continue
+        key = o.get_key_element()
+        if key == "seed":
+            raise ConfigError(f"{o.input_line}: seeds are not searched; use hydra.sweeper.seeds_per_trial=k "
+                              f"(each trial runs seed..seed+k-1) and hydra.sweeper.confirm_seeds=n")
+        space[key] = _distribution(key, o.value(), o.input_line.split("=", 1)[1])
+    return fixed, space
+
+
+def _flat(params: dict, prefix: str = "") -> dict:
+    """``{optimizer: {lr: ...}}`` (from ``hydra.sweeper.params.optimizer.lr=...`` on the command
+    line, which OmegaConf nests) as ``{optimizer.lr: ...}`` (how presets write it)."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _distribution(key: str, value: Any, text: Any):
