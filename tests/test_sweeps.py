@@ -264,7 +264,7 @@ def test_parallel_launcher_is_the_default_and_sizes_itself(monkeypatch):
     monkeypatch.setenv("IMGCLS_FAKE_GPUS", "0,1")
     cfg = _hydra_cfg(["jobs_per_gpu=3"])
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 6
-    assert cfg.hydra.callbacks.sweep._target_ == "src.sweep_callbacks.SweepCallback"
+    assert cfg.hydra.callbacks.sweep._target_ == "src.sweeps.callback.SweepCallback"
     assert "resume" in cfg.hydra.job.config.override_dirname.exclude_keys
     monkeypatch.setenv("IMGCLS_FAKE_GPUS", "")  # CPU only: cores shared between jobs
     from src.sweep_callbacks import cpu_parallel_jobs

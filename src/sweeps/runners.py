@@ -2,7 +2,7 @@
 
 With the parallel launcher (hydra-joblib-launcher) a job goes straight to loky's reusable process
 pool, the one the launcher itself uses, through the launcher's own ``execute_job``: the workers,
-their GPU slots (taken in ``on_job_start``, src/sweep_callbacks.py) and their logging are those of
+their GPU slots (taken in ``on_job_start``, src/sweeps/callback.py) and their logging are those of
 a grid sweep, but a new job starts the moment any job ends. hydra-optuna-sweeper instead launches
 ``n_jobs`` trials at a time and waits for the slowest.
 

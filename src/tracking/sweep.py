@@ -1,4 +1,4 @@
-"""The sweep's side of tracking, run in the launching process by src/sweep_callbacks.py.
+"""The sweep's side of tracking, run in the launching process by src/sweeps/callback.py.
 
 - :func:`sweep_start` (before any job): refuses in one line a tracker whose package is missing,
   and opens the MLflow parent run, creating the store and the study's experiment first -- so the
