@@ -97,3 +97,26 @@ def test_a_real_search_on_mnist_writes_its_report(tmp_path):
     # each trial's value is its run's val/acc_best (the 10 % hold-out), never a test metric
     run = json.loads(next((sweep / f"trial={int(best['number']):03d}").glob("seed=0/metrics.json")).read_text())
     assert run["val/acc_best"] == pytest.approx(best["value"]) and run["tested_weights"] == "best_val"
+
+
+def test_every_ddp_rank_joins_rank_zeros_pruning_decision(monkeypatch):
+    """Ranks other than 0 hold no trial (they are started without the hydra overrides) but must
+    stop with rank 0: a rank that stopped alone, or a broadcast one rank never joins, hangs DDP."""
+    from omegaconf import OmegaConf
+
+    from src.sweeps.pruning import trial_pruning
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    follower = trial_pruning(OmegaConf.create({"trial": 4, "optimized_metric": "val/acc_best"}))
+    assert follower is not None and follower.trial is None and follower.monitor == "val/acc"
+    assert trial_pruning(OmegaConf.create({"trial": None, "optimized_metric": "val/acc_best"})) is None
+    told = []
+
+    def broadcast(value, src):  # rank 0 decided to prune; this rank's own vote (False) is replaced
+        told.append(value)
+        return True
+
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=2, should_stop=False, world_size=2,
+                              callback_metrics={}, strategy=SimpleNamespace(broadcast=broadcast))
+    follower.on_validation_end(trainer, None)  # no val/acc on this rank: it still joins the broadcast
+    assert told == [False] and trainer.should_stop and follower.pruned_epoch == 2

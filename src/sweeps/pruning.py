@@ -9,6 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class TrialPruning(L.Callback):
+    """``trial`` is None on DDP ranks other than 0: rank 0 alone reports to the study and decides,
+    and every rank stops with it (a rank that stopped alone would leave the others waiting)."""
+
     def __init__(self, trial, monitor: str):
         self.trial, self.monitor = trial, monitor
         self.pruned_epoch: int | None = None
@@ -16,32 +19,43 @@ class TrialPruning(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch's metrics are logged
         if trainer.sanity_checking or self.pruned_epoch is not None:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
         epoch = trainer.current_epoch
-        self.trial.report(float(value), step=epoch)
-        if self.trial.should_prune():
+        prune = False
+        value = trainer.callback_metrics.get(self.monitor)
+        if self.trial is not None and value is not None:  # no early return: the other ranks wait below
+            self.trial.report(float(value), step=epoch)
+            prune = self.trial.should_prune()
+        strategy = getattr(trainer, "strategy", None)
+        if strategy is not None and getattr(trainer, "world_size", 1) > 1:
+            prune = bool(strategy.broadcast(prune, src=0))
+        if prune:
             self.pruned_epoch = epoch
             trainer.should_stop = True
 
 
 def trial_pruning(cfg: DictConfig) -> TrialPruning | None:
     """The pruning callback of a search trial (``trial`` set by the Optuna sweeper, whose options
-    are in the job's hydra config); None for any other run or when pruning is off."""
+    are in the job's hydra config); None for any other run. Whether a run has the callback depends
+    on its task config alone (``trial``, ``optimized_metric``), so that every DDP rank has it (ranks
+    other than 0 are started without the hydra overrides); where pruning is off, and on those
+    ranks, it holds no trial and only joins rank 0's decision."""
     number = cfg.get("trial")
-    sweeper = OmegaConf.select(cfg, "hydra.sweeper", default=None) if "hydra" in cfg else _hydra_sweeper()
-    if number is None or sweeper is None or "optuna" not in str(sweeper.get("_target_", "")).lower():
-        return None
-    if str(sweeper.pruner) == "none" or int(sweeper.seeds_per_trial) != 1 or sweeper.objectives:
-        return None
     metric = str(cfg.get("optimized_metric", ""))
-    if not metric.startswith("val/"):
+    if number is None or not metric.startswith("val/"):
         return None
+    monitor = metric.removesuffix("_best")
+    from src.ddp.ranks import is_launch_rank_zero
+
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper", default=None) if "hydra" in cfg else _hydra_sweeper()
+    if not is_launch_rank_zero() or sweeper is None or "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return TrialPruning(None, monitor)
+    if str(sweeper.pruner) == "none" or int(sweeper.seeds_per_trial) != 1 or sweeper.objectives:
+        return TrialPruning(None, monitor)
     import optuna
 
-    from src.sweeps import optuna_study as st
     from pathlib import Path
+
+    from src.sweeps import optuna_study as st
 
     sweep_dir = Path(str(_hydra_value("sweep.dir")))
     storage = st.make_storage(st.storage_url(sweeper.storage, sweep_dir), int(sweeper.heartbeat_s), int(sweeper.grace_s))
@@ -49,7 +63,7 @@ def trial_pruning(cfg: DictConfig) -> TrialPruning | None:
                               pruner=st.make_pruner(str(sweeper.pruner), int(sweeper.pruner_startup_trials),
                                                     int(sweeper.pruner_warmup_epochs)))
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
-    return TrialPruning(optuna.trial.Trial(study, trial_id), metric.removesuffix("_best"))
+    return TrialPruning(optuna.trial.Trial(study, trial_id), monitor)
 
 
 def _hydra_sweeper():
