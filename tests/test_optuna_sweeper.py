@@ -125,10 +125,15 @@ def test_seeds_per_trial_tell_the_mean_and_confirmation_uses_fresh_seeds(tmp_pat
     assert "Confirmation" in (d / "search.md").read_text() and (d / "confirm.csv").exists()
 
 
-def test_multi_objective_writes_the_pareto_front(tmp_path):
+def test_multi_objective_pareto_front_and_failed_trials(tmp_path):
     d = tmp_path / "quad"
     search(d, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=random", "hydra.sweeper.objectives=[objective,start]",
-           "hydra.sweeper.direction=[maximize,minimize]")
+           "hydra.sweeper.direction=[maximize,minimize]", "fail_above=0.0")
     study = study_of(d)
     assert len(study.directions) == 2 and study.best_trials
     assert "Pareto front" in (d / "search.md").read_text() and (d / "pareto.png").exists()
+    # a crashing run is told to Optuna as failed, with its error, and the search goes on to n_trials
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(study.trials) == 6 and failed and all(t.params["x"] > 0 for t in failed)
+    assert all("is too large" in t.user_attrs["error"] for t in failed)
+    assert all(t.params["x"] <= 0 for t in study.trials if t.state.name == "COMPLETE")

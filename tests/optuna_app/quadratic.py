@@ -17,6 +17,8 @@ def main(cfg) -> float:
     start = time.time()
     long = cfg.trial is not None and int(cfg.trial) % 3 == 0
     time.sleep(cfg.sleep_long if long else cfg.sleep)
+    if cfg.fail_above is not None and cfg.x > cfg.fail_above:
+        raise RuntimeError(f"x={cfg.x} is too large")  # a crashing run: the search must go on
     value = -((cfg.x - 2) ** 2) - ((cfg.y + 1) ** 2)
     out = Path(HydraConfig.get().runtime.output_dir)
     (out / "metrics.json").write_text(json.dumps({"status": "completed", "objective": value, "start": start,
