@@ -62,7 +62,7 @@ def test_finds_the_optimum_with_no_batch_barrier(tmp_path):
 
 def test_a_killed_search_resumes_without_losing_or_double_counting(tmp_path):
     d = tmp_path / "quad"
-    opts = ["hydra.sweeper.n_trials=8", "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=2",
+    opts = ["hydra.sweeper.n_trials=8", "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=8",
             "sleep=1.0", "sleep_long=1.0"]
     proc = search(d, *opts, wait=False)
     deadline = time.time() + 120
@@ -81,16 +81,18 @@ def test_a_killed_search_resumes_without_losing_or_double_counting(tmp_path):
     kept = {t.number: t.value for t in before.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     killed = {t.number: t.params for t in before.get_trials(states=(optuna.trial.TrialState.RUNNING,))}
     assert len(kept) >= 3 and killed, "the search was not killed mid-trial"
-    time.sleep(2.5)  # past the grace period: the killed trials' heartbeats are stale
+    # resumed at once, before the killed trials look stale (grace 8 s): the new process runs what
+    # is left of the budget, then waits for them to go stale and runs them again
     r = search(d, *opts)
-    assert f"{len(killed)} stale trial(s) failed and queued again" in r.stderr
+    assert "stale" in r.stderr, r.stderr
     after = study_of(d)
     by_number = {t.number: t for t in after.trials}
-    assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in kept.items())
-    assert all(by_number[n].state.name == "FAIL" for n in killed)
+    states = {t.number: (t.state.name, t.value, t.system_attrs.get("failed_trial")) for t in after.trials}
+    assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in kept.items()), states
+    assert all(by_number[n].state.name == "FAIL" for n in killed), (killed, states)
     retried = {t.system_attrs["failed_trial"]: t for t in after.trials if "failed_trial" in t.system_attrs}
-    assert set(retried) == set(killed)
-    assert all(retried[n].state.name == "COMPLETE" and retried[n].params == killed[n] for n in killed)
+    assert set(retried) == set(killed), states
+    assert all(retried[n].state.name == "COMPLETE" and retried[n].params == killed[n] for n in killed), states
     assert len(after.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 8  # the budget, no more
 
 

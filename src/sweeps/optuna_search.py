@@ -78,8 +78,13 @@ class Search:
         self.space.update(extra)
         if not self.space:
             parse_space({})  # refuses the empty space in one line
-        sampler = st.make_sampler(str(self.o.sampler), self.o.seed, self.space, len(self.directions))
+        self.console = console
         pruner = st.make_pruner(self.pruner_name, int(self.o.pruner_startup_trials), int(self.o.pruner_warmup_epochs))
+        opened = st.open_study(self.url, self.name, self.directions, None, pruner, int(self.o.heartbeat_s), int(self.o.grace_s))
+        # a resumed (or a second) process must not draw the first one's random points again: its
+        # sampler seed moves on by the trials already in the study (a fresh study: the seed itself)
+        seed = None if self.o.seed is None else int(self.o.seed) + len(opened.trials)
+        sampler = st.make_sampler(str(self.o.sampler), seed, self.space, len(self.directions))
         self.study = st.open_study(self.url, self.name, self.directions, sampler, pruner,
                                    int(self.o.heartbeat_s), int(self.o.grace_s))
         stale = st.fail_stale(self.study)
@@ -110,6 +115,8 @@ class Search:
                 tr, seed, overrides = job
                 in_flight[runner.submit(self._next_idx(), overrides)] = (tr, seed)
             if not in_flight:
+                if self._others_may_come_back(console):
+                    continue
                 return
             for f in runner.wait(set(in_flight)):
                 tr, seed = in_flight.pop(f)
@@ -117,6 +124,35 @@ class Search:
                 if len(tr.outcomes) == self.k:
                     open_trials.remove(tr)
                     self._tell(tr, console)
+
+    def _others_may_come_back(self, console) -> bool:
+        """The budget is used up, but partly by trials this process does not run: a killed
+        process's (resumed too soon to see them stale) or a live one's. Wait up to the grace
+        period: stale ones are failed and queued again (True: run them here); live ones finish
+        with their process (False)."""
+        import time
+
+        others = [t for t in self.study.get_trials(deepcopy=False, states=(st._state("RUNNING"),))
+                  if t._trial_id not in self.heart.trial_ids]
+        if not others:
+            return False
+        console.print(f"[cyan]\\[search][/cyan] {len(others)} trial(s) run elsewhere or by a killed process: "
+                      f"waiting up to {self.o.grace_s} s to see whether they go stale")
+        deadline = time.time() + float(self.o.grace_s) + float(self.o.heartbeat_s)
+        while time.time() < deadline:
+            time.sleep(min(float(self.o.heartbeat_s), 5.0))
+            if self._fail_stale() or st.waiting_trials(self.study):
+                return True
+            if not self.study.get_trials(deepcopy=False, states=(st._state("RUNNING"),)):
+                return False
+        return False
+
+    def _fail_stale(self) -> list[int]:
+        stale = st.fail_stale(self.study)
+        if stale:
+            self.console.print(f"[cyan]\\[search][/cyan] trial(s) {', '.join(map(str, stale))} went stale (their process "
+                               f"died): failed, and queued again with the same parameters")
+        return stale
 
     def _next_idx(self) -> int:
         self.idx += 1
@@ -128,7 +164,7 @@ class Search:
                 seed, ov = tr.jobs.pop(0)
                 return tr, seed, ov
         if st.budget_left(self.study, int(self.o.n_trials)) <= 0:
-            st.fail_stale(self.study)  # a dead process's trials come back as waiting ones
+            self._fail_stale()  # a dead process's trials come back as waiting ones
             if st.budget_left(self.study, int(self.o.n_trials)) <= 0:
                 return None
         trial = self.study.ask(self.space)
@@ -149,6 +185,11 @@ class Search:
 
     def _tell(self, tr: Trial, console) -> None:
         trial, outs = tr.trial, [o for _, o in sorted(tr.outcomes, key=lambda x: x[0])]
+        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
+            self.heart.remove(trial._trial_id)  # failed as stale meanwhile: its copy counts, not this
+            console.print(f"[yellow]\\[search] trial {trial.number} was failed as stale while it ran "
+                          f"(heartbeats delayed past grace_s); its queued copy counts instead[/yellow]")
+            return
         trial.set_user_attr("runs", [o["run_dir"] for o in outs])
         statuses = [o["status"] for o in outs]
         try:
@@ -156,15 +197,17 @@ class Search:
                 per_seed = [o["values"] for o in outs]
                 trial.set_user_attr("per_seed", per_seed)
                 means = [sum(v[i] for v in per_seed) / len(per_seed) for i in range(len(self.objectives))]
-                self.study.tell(trial, means[0] if len(means) == 1 else means)
+                # skip_if_finished: a trial whose beats a busy database delayed past the grace period
+                # was failed (and queued again) by another process; its result is then not counted
+                self.study.tell(trial, means[0] if len(means) == 1 else means, skip_if_finished=True)
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.objectives, means))
             elif "pruned" in statuses:
-                self.study.tell(trial, state=st._state("PRUNED"))
+                self.study.tell(trial, state=st._state("PRUNED"), skip_if_finished=True)
                 shown = "pruned"
             else:
                 bad = next(o for o in outs if o["status"] != "completed")
                 trial.set_user_attr("error", f"{bad['status']}: {bad['error'] or ''}"[:500])
-                self.study.tell(trial, state=st._state("FAIL"))
+                self.study.tell(trial, state=st._state("FAIL"), skip_if_finished=True)
                 shown = f"[yellow]{bad['status']}[/yellow]"
         finally:
             self.heart.remove(trial._trial_id)
