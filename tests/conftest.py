@@ -40,6 +40,15 @@ def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path | None = 
     return compose_config(overrides + extra, output_dir)
 
 
+@pytest.fixture(scope="session")
+def main_sweep(tmp_path_factory):
+    """One `train.py -m` sweep (6 jobs on 2 fake GPUs) shared by test_sweeps.py and
+    test_sweep_workers.py: its worker start-ups cost tens of seconds on 2 cores, paid once."""
+    from tests.test_sweeps import run_main_sweep
+
+    return run_main_sweep(tmp_path_factory)
+
+
 # A fast CPU run: one short epoch, no progress bar.
 QUICK = [
     "trainer.max_epochs=1",

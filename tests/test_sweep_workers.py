@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.test_sweeps import job_records, sweep
+from tests.test_sweeps import cuda_log, job_records
 
 PROBE = textwrap.dedent('''
     # Loaded by every Python process of the sweep (PYTHONPATH): logs each CUDA query with the
@@ -29,17 +29,10 @@ PROBE = textwrap.dedent('''
 ''')
 
 
-def test_workers_ask_for_cuda_only_after_their_slot(tmp_path):
-    (tmp_path / "probe").mkdir()
-    (tmp_path / "probe" / "sitecustomize.py").write_text(PROBE)
-    from tests import fabricate
-
-    fabricate.write_idx(tmp_path / "data" / "MNIST" / "raw", seed=1)
-    log = tmp_path / "cuda_calls.jsonl"
-    out = tmp_path / "sweep"
-    pythonpath = os.pathsep.join(filter(None, [str(tmp_path / "probe"), os.environ.get("PYTHONPATH")]))
-    p = sweep(["activation=relu,tanh"], out, tmp_path / "data", IMGCLS_FAKE_GPUS="0,1",
-              CUDA_PROBE_LOG=str(log), PYTHONPATH=pythonpath)
+def test_workers_ask_for_cuda_only_after_their_slot(main_sweep):
+    """test_sweeps.py's 6-job sweep on 2 fake GPUs, run with PROBE on PYTHONPATH (tests/conftest.py)."""
+    out, p = main_sweep
+    log = cuda_log(out)
     assert p.returncode == 0, p.stderr[-3000:]
     records = {r["pid"]: r for r in job_records(out)}
     assert len(records) >= 1

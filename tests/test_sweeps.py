@@ -56,11 +56,25 @@ def mnist_dir(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------- 2 activations x 3 seeds, 2 fake GPUs, 1 job each
-@pytest.fixture(scope="module")
-def main_sweep(mnist_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "main"
-    p = sweep(["activation=relu,tanh", "seed=0,1,2", "trainer.max_epochs=2"], out, mnist_dir, IMGCLS_FAKE_GPUS="0,1")
+def run_main_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The session's `main_sweep` (tests/conftest.py). Every process of it loads test_sweep_workers'
+    CUDA probe (a sitecustomize that logs each CUDA query to <out>.cuda_calls.jsonl), so that the
+    workers test checks this sweep's log instead of paying for a second sweep of its own."""
+    from tests.test_sweep_workers import PROBE
+
+    root = tmp_path_factory.mktemp("sweep")
+    fabricate.write_idx(root / "data" / "MNIST" / "raw", seed=1)
+    (root / "probe").mkdir()
+    (root / "probe" / "sitecustomize.py").write_text(PROBE)
+    out = root / "main"
+    pythonpath = os.pathsep.join(filter(None, [str(root / "probe"), os.environ.get("PYTHONPATH")]))
+    p = sweep(["activation=relu,tanh", "seed=0,1,2", "trainer.max_epochs=2"], out, root / "data",
+              IMGCLS_FAKE_GPUS="0,1", CUDA_PROBE_LOG=str(cuda_log(out)), PYTHONPATH=pythonpath)
     return out, p
+
+
+def cuda_log(sweep_dir: Path) -> Path:
+    return sweep_dir.with_name(sweep_dir.name + ".cuda_calls.jsonl")
 
 
 def test_sweep_runs_every_job_in_parallel_one_job_per_gpu(main_sweep):
