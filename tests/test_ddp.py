@@ -250,6 +250,17 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     for name, overrides in (("one", ONE), ("two", TWO)):
         done = run_train(overrides, root / name)
+        if done.returncode != 0 and name == "two":
+            # once in a full-suite run on the 2-core machine rank 1 vanished mid-run (gloo: "connection
+            # closed by peer") and could not be reproduced alone: one retry, with the first output kept
+            # for the report, so that a real failure still fails (twice) and a flake is visible
+            import warnings
+
+            warnings.warn(f"2-rank run failed once, retried: {done.stdout[-1500:]}")
+            import shutil
+
+            shutil.rmtree(root / name, ignore_errors=True)
+            done = run_train(overrides, root / name)
         assert done.returncode == 0, done.stdout[-3000:]
     return root
 
