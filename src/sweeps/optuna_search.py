@@ -42,6 +42,11 @@ def objectives_of(options: DictConfig, config: DictConfig, n: int) -> list[str]:
     return objs
 
 
+def check_counts(options: DictConfig) -> None:
+    if int(options.n_trials) < 1 or int(options.seeds_per_trial) < 1 or int(options.confirm_seeds) < 0:
+        raise ConfigError("hydra.sweeper: n_trials and seeds_per_trial must be >= 1, confirm_seeds >= 0")
+
+
 def check_honest(objectives: list[str], config: DictConfig) -> None:
     """A search selects: it must never select on the test split."""
     for k in objectives:
@@ -63,10 +68,9 @@ class Search:
         check_honest(self.objectives, config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.url = st.storage_url(options.storage, self.sweep_dir)
-        self.name = str(options.study_name or self.sweep_dir.name)
+        self.name = st.study_name(options, self.sweep_dir)
         self.k = int(options.seeds_per_trial)
-        if self.k < 1 or int(options.n_trials) < 1 or int(options.confirm_seeds) < 0:
-            raise ConfigError("hydra.sweeper: n_trials and seeds_per_trial must be >= 1, confirm_seeds >= 0")
+        check_counts(options)
         self.n_jobs = int(options.n_jobs) if options.n_jobs else launcher_jobs(launcher)
         self.base_seed = int(OmegaConf.select(config, "seed", default=0) or 0)
         self.pruner_name = str(options.pruner) if len(self.directions) == 1 and self.k == 1 else "none"
@@ -269,6 +273,5 @@ def check_search(cfg: DictConfig, arguments: list[str]) -> None:
     check_honest(objectives_of(o, cfg, len(directions)), cfg)
     st.make_sampler(str(o.sampler), o.seed, space, len(directions))
     st.make_pruner(str(o.pruner))
-    if int(o.n_trials) < 1 or int(o.seeds_per_trial) < 1 or int(o.confirm_seeds) < 0:
-        raise ConfigError("hydra.sweeper: n_trials and seeds_per_trial must be >= 1, confirm_seeds >= 0")
+    check_counts(o)
     check_space(cfg, space)

@@ -36,6 +36,11 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
 
 
+def study_name(options, sweep_dir: Path) -> str:
+    """``hydra.sweeper.study_name``, else the sweep dir's name (the sweeper and each trial's pruner)."""
+    return str(options.study_name or sweep_dir.name)
+
+
 def make_storage(url: str, heartbeat_s: int, grace_s: int):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback

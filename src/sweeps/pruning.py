@@ -59,7 +59,7 @@ def trial_pruning(cfg: DictConfig) -> TrialPruning | None:
 
     sweep_dir = Path(str(_hydra_value("sweep.dir")))
     storage = st.make_storage(st.storage_url(sweeper.storage, sweep_dir), int(sweeper.heartbeat_s), int(sweeper.grace_s))
-    study = optuna.load_study(study_name=str(sweeper.study_name or sweep_dir.name), storage=storage,
+    study = optuna.load_study(study_name=st.study_name(sweeper, sweep_dir), storage=storage,
                               pruner=st.make_pruner(str(sweeper.pruner), int(sweeper.pruner_startup_trials),
                                                     int(sweeper.pruner_warmup_epochs)))
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))

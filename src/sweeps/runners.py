@@ -84,8 +84,8 @@ def launcher_jobs(launcher: Any) -> int:
     """The parallel launcher's n_jobs (GPUs × jobs_per_gpu, resolved); 1 for other launchers."""
     if not is_joblib(launcher):
         return 1
-    n = int(OmegaConf.to_container(launcher.joblib, resolve=True).get("n_jobs") or 1) \
-        if not isinstance(launcher.joblib, dict) else int(launcher.joblib.get("n_jobs") or 1)
+    joblib = launcher.joblib if isinstance(launcher.joblib, dict) else OmegaConf.to_container(launcher.joblib, resolve=True)
+    n = int(joblib.get("n_jobs") or 1)
     if n < 0:
         from src.sweeps.slots import cpu_cores
 
