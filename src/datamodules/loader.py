@@ -111,4 +111,5 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 
 def eval_steps(n: int, world: int, batch_size: int) -> int:
     """Evaluation steps every rank makes: those of the largest shard (at least one)."""
-    return max(1, -(-(-(-n // world)) // batch_size))
+    largest = -(-n // world)  # ceil(n / world): shard sizes differ by at most one
+    return max(1, -(-largest // batch_size))
