@@ -71,13 +71,18 @@ class Bench:
 
 
 def measure(names: list[str], args, device: torch.device, compiled: bool) -> dict[str, float]:
-    if compiled:
-        # every bench is a ResNet18 alive at once (interleaved rounds): Dynamo keeps their graphs
-        # under one code object, at most `recompile_limit` (8) of them, and would run the rest
-        # eagerly after a warning. Room for each, and a loud failure should that ever not hold.
-        torch._dynamo.reset()
-        torch._dynamo.config.recompile_limit = max(8, 2 * len(names))
-        torch._dynamo.config.fail_on_recompile_limit_hit = True
+    if not compiled:
+        return _measure(names, args, device, compiled)
+    # every bench is a ResNet18 alive at once (interleaved rounds): Dynamo keeps their graphs
+    # under one code object, at most `recompile_limit` (8) of them, and would run the rest
+    # eagerly after a warning. Room for each, and a loud failure should that ever not hold
+    # (torch's own patch: the process's settings come back afterwards).
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(names)), fail_on_recompile_limit_hit=True):
+        return _measure(names, args, device, compiled)
+
+
+def _measure(names: list[str], args, device: torch.device, compiled: bool) -> dict[str, float]:
     benches = {}
     for name in names:
         t = time.perf_counter()

@@ -12,11 +12,14 @@ from tests.conftest import ROOT
 
 
 def run(*args: str, data_dir=None, timeout=120) -> subprocess.CompletedProcess:
+    """`python train.py ARGS`, from the (temporary) data folder when one is given: a run that gets as
+    far as its run dir (outputs/runs/... relative to the current folder) then writes it there, never
+    into the checkout."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     if data_dir is not None:
         env["DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=data_dir or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def run_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:

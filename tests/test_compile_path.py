@@ -24,11 +24,11 @@ def _run(overrides, out, data):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_each_run_in_one_process_compiles_its_own_graphs(fake_data, tmp_path, monkeypatch):
+# torch's own patch (pytest's monkeypatch would hide the option for the rest of the process)
+@torch._dynamo.config.patch(recompile_limit=2, fail_on_recompile_limit_hit=True)  # 2: what one run needs
+def test_each_run_in_one_process_compiles_its_own_graphs(fake_data, tmp_path):
     """A reused sweep worker: without a fresh compiler state per run, the second run's graphs
     exceed the per-code limit and (as in a real worker) it would silently run eagerly."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)  # what one run needs
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     first = _run(["activation=relu"], tmp_path / "relu", fake_data)
     second = _run(["activation=tanh"], tmp_path / "tanh", fake_data)
     for m in (first, second):

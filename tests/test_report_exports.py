@@ -113,6 +113,29 @@ def test_a_completed_duplicate_wins_over_a_failed_one(tmp_path):
         ["completed", "completed"]
 
 
+def test_merging_sweeps_whose_override_keys_differ(tmp_path, capsys):
+    """One sweep set trainer.max_epochs=2, the other did not: the unset key is a value of its own
+    ("not set"), never NaN (pandas 3 kept it as NA and the merge crashed joining the keys)."""
+    from src.analysis.runs import NOT_SET, load_sweeps
+
+    short = make_sweep(tmp_path / "short", {"relu": {0: 0.95, 1: 0.96}, "tanh": {0: 0.97, 1: 0.975}},
+                       extra=("model=lenet5", "trainer.max_epochs=2"))
+    full = make_sweep(tmp_path / "full", {"relu": {0: 0.98, 1: 0.985}, "tanh": {0: 0.982, 1: 0.99}})
+    runs, warnings = load_sweeps([short, full])
+    assert len(runs) == 8 and warnings == []  # same activation and seed, another max_epochs: no duplicate
+    assert runs["cfg:trainer.max_epochs"].isna().sum() == 4  # the full sweep's runs did not set it
+    out = tmp_path / "merged"
+    assert report.main([str(short), str(full), "--out", str(out), "--no-plots"]) == 0
+    t = pd.read_csv(out / "summary.csv")
+    assert len(t) == 4 and set(t["n"]) == {2}
+    row = t[(t["activation"] == "relu") & (t["trainer.max_epochs"].astype(str) == "2")]
+    assert row["mean"].item() == pytest.approx((0.95 + 0.96) / 2)
+    # a missing key as its own value, also when the same seed ran in both sweeps without it
+    again = make_sweep(tmp_path / "again", {"relu": {0: 0.5}})
+    runs, warnings = load_sweeps([full, again])
+    assert len(runs) == 4 and "counted once" in warnings[0] and NOT_SET not in runs["cfg:activation"].tolist()
+
+
 def test_analysis_imports_go_one_way():
     """stats knows nothing of sweeps, tables or figures, and no module of src/analysis imports
     another that (directly or not) imports it back."""

@@ -54,9 +54,9 @@ def test_compile_threads_are_shared_between_parallel_jobs(monkeypatch):
 
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
     monkeypatch.delenv(slots.ENV_COMPILE_THREADS_SET, raising=False)
-    monkeypatch.setattr(inductor_config, "compile_threads", 32)
-    slots.share_compile_threads(3)
-    assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "3" and inductor_config.compile_threads == 3
+    with inductor_config.patch(compile_threads=32):  # torch's own patch, undone on exit
+        slots.share_compile_threads(3)
+        assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "3" and inductor_config.compile_threads == 3
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "7")  # the user's own setting wins
     monkeypatch.delenv(slots.ENV_COMPILE_THREADS_SET)
     slots.share_compile_threads(2)

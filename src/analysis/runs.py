@@ -19,6 +19,14 @@ METRIC_COLUMNS = ("test/acc", "test/loss", "val/acc_best", "val/acc_best_epoch",
                   "epoch_time_mean_s", "train_images_per_s", "params")
 
 
+NOT_SET = "<not set>"
+
+
+def as_text(value) -> str:
+    """A cell as text, a missing one (None, NaN, pd.NA) as NOT_SET."""
+    return NOT_SET if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)) else str(value)
+
+
 def parse_override(text: str) -> tuple[str, str] | None:
     """'+a.b=c' -> ('a.b', 'c'); deletions ('~key') and bare words are no setting."""
     if "=" not in text or text.startswith("~"):
@@ -118,8 +126,11 @@ def load_sweeps(sweep_dirs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     if runs.empty:
         return runs, []
     cfg = sorted(c for c in runs.columns if c.startswith("cfg:"))
-    fold = runs["fold"].map(lambda v: "" if pd.isna(v) else str(v))  # astype(str) would keep None as NA
-    key = runs[cfg].astype(str).agg("|".join, axis=1) + "#" + runs["seed"].astype(str) + "#" + fold
+    # a key one sweep did not set is "not set", a value of its own; every cell spelt out by hand:
+    # astype(str) keeps missing values as NA under pandas 3's string dtype, and joining them fails
+    text = runs[cfg + ["seed", "fold"]].map(as_text)
+    key = text[cfg].agg("|".join, axis=1) + "#" + text["seed"] + "#" + text["fold"] if cfg else \
+        text["seed"] + "#" + text["fold"]
     runs = runs.assign(_key=key, _done=(runs["status"] != "completed").astype(int))
     has_seed = runs["seed"].notna()
     dup = has_seed & runs.duplicated("_key", keep=False)

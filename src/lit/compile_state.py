@@ -50,8 +50,14 @@ class CompiledOrEager:
         self.module, self.compiled, self.on_fallback = module, compiled, on_fallback
 
     def __call__(self, *args, **kwargs):
+        import torch._functorch.config as functorch_config
+
         try:
-            return self.compiled(*args, **kwargs)
+            # the backward graph is lowered with the forward one, inside this call, where a failure
+            # can still be undone; patched per call (not set for the process), so the option stays
+            # the user's everywhere else
+            with functorch_config.patch(force_non_lazy_backward_lowering=True):
+                return self.compiled(*args, **kwargs)
         except Exception as e:
             if not _is_compile_error(e):
                 raise
@@ -71,9 +77,6 @@ def compile_in_place(module: nn.Module, mode: str, backend="inductor", fallback:
         kwargs["backend"] = backend
     compiled = torch.compile(module._call_impl, dynamic=False, **kwargs)
     if fallback:
-        import torch._functorch.config as functorch_config
-
-        functorch_config.force_non_lazy_backward_lowering = True
         compiled = CompiledOrEager(module, compiled, on_fallback or (lambda e: None))
     module._compiled_call_impl = compiled
 
