@@ -17,9 +17,11 @@ from omegaconf import DictConfig
 import src.resolvers  # noqa: F401  (registers the ${auto_precision:} etc. resolvers)
 from src.cli import check_group_choices, check_jobs, one_line_errors
 from src.config_schema import validate
+from src.datamodules import build_datamodule
 from src.ddp.guards import check_ddp_command
 from src.ddp.ranks import is_launch_rank_zero
 from src.results import collect, log_hparams, write_json
+from src.provenance import utc_now
 from src.runs import FAILED_VALUE, in_multirun, previous_result, recorded_outcome, resume_checkpoint
 from src.sweeps.pruning import trial_pruning
 from src.tracking.job import tracked_runs
@@ -29,15 +31,16 @@ def train(cfg: DictConfig) -> float:
     validate(cfg)
     if (done := previous_result(cfg)) is not None:  # resume=true: a completed run is kept as it is
         return done[cfg.optimized_metric]
-    start = time.perf_counter()
+    start, started = time.perf_counter(), utc_now()
     # tracked_runs outside: MLflow/W&B runs end once recorded_outcome has written metrics.json
     with tracked_runs(cfg), recorded_outcome(cfg):
         if cfg.get("seed") is not None:  # not `if cfg.get("seed")`: seed 0 is a seed
             L.seed_everything(cfg.seed, workers=True, verbose=not in_multirun())
 
-        datamodule = instantiate(cfg.data)
+        datamodule = build_datamodule(cfg.data)  # not instantiate(): cfg.data also holds its source's options
         model = instantiate(cfg.model)  # the activation factory arrives through ${activation}
         module = instantiate(cfg.lit, model=model)
+        module.clock.session_start = start  # the session's wall time, as metrics.json reports it
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
         if pruning := trial_pruning(cfg):  # an Optuna search trial (hydra/sweeper=optuna)
             callbacks.append(pruning)
@@ -49,7 +52,7 @@ def train(cfg: DictConfig) -> float:
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True,
                               verbose=not in_multirun())  # a sweep prints one table at the end instead
 
-        metrics = collect(cfg, trainer, module, tested[0], time.perf_counter() - start)
+        metrics = collect(cfg, trainer, module, tested[0], time.perf_counter() - start, started)
         metrics["tested_weights"] = "final" if weights is None else "best_val"
         if pruning and pruning.pruned_epoch is not None:
             metrics.update(status="pruned", pruned_epoch=pruning.pruned_epoch)

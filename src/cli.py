@@ -62,6 +62,7 @@ def check_jobs(argv: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from src.config_schema import validate
+    from src.datamodules import build_datamodule
 
     if INFO_FLAGS & set(argv):
         return
@@ -89,8 +90,11 @@ def check_jobs(argv: list[str]) -> None:
             validate(cfg)
             if new:
                 _check_builds(cfg.activation)
-                _check_builds(cfg.data)
+                _check_builds(cfg.data, build_datamodule)
     GlobalHydra.instance().clear()
+    from src.run_config import check_resumed_jobs
+
+    check_resumed_jobs(argv, _job_overrides(argv))  # resume=true keeps only runs of the same config
     _check_writable(argv)
 
 
@@ -100,6 +104,7 @@ def _check_search(argv: list[str]) -> bool:
     from hydra import compose, initialize_config_dir
 
     from src.config_schema import validate
+    from src.datamodules import build_datamodule
     from src.sweeps.optuna_search import check_search
 
     from hydra.core.global_hydra import GlobalHydra
@@ -117,18 +122,19 @@ def _check_search(argv: list[str]) -> bool:
     check_search(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
     validate(cfg)
     _check_builds(cfg.activation)
-    _check_builds(cfg.data)
+    _check_builds(cfg.data, build_datamodule)
     _check_writable(argv)
     return True
 
 
-def _check_builds(node) -> None:
-    """Build the activation factory / the data module once: their constructors check what the
-    schema cannot (a formula, [low, high] pairs) and read no file, so this fails before any data."""
+def _check_builds(node, build=None) -> None:
+    """Build the activation factory / the data module (and its source) once: their constructors
+    check what the schema cannot (a formula, [low, high] pairs) and read no file, so this fails
+    before any data."""
     from hydra.utils import instantiate
 
     try:
-        instantiate(node)
+        (build or instantiate)(node)
     except Exception as e:
         cause = user_error_in(e)
         raise UserError(str(cause) if cause else " ".join(str(e).split())) from None

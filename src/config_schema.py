@@ -9,7 +9,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.compose import CONF_DIR
+from src.datamodules.augment import AUGMENT_PRESETS
+from src.datamodules.cifar100_svhn import LABEL_TYPES
 from src.errors import ConfigError
+from src.lit.losses import LOSSES
+from src.lit.schedules import INTERVALS
+from src.lit.speed import COMPILE_MODES
+from src.models.lenet import POOLS
 
 
 def opt(kind: type | tuple, *, gt=None, ge=None, lt=None, le=None, choices=None, nullable=False) -> Any:
@@ -18,13 +25,14 @@ def opt(kind: type | tuple, *, gt=None, ge=None, lt=None, le=None, choices=None,
 
 
 NUMBER = (int, float)
+# data.name names the conf/data/<name>.yaml it comes from (whose source: node reads the dataset)
+DATA_CONFIGS = tuple(sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml")))
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 
 
 @dataclass
 class DataOptions:
-    name: str = opt(str, choices=("mnist", "fashion_mnist", "cifar10", "horses_or_humans", "synthetic",
-                                  "cifar100", "svhn", "image_folder"))
+    name: str = opt(str, choices=DATA_CONFIGS)
     download: Any = opt((str, bool), choices=("auto", True, False))
     channels: int = opt(int, choices=(1, 3))
     image_size: int = opt(int, ge=8, le=1024)
@@ -34,7 +42,7 @@ class DataOptions:
     eval_batch_size: int = opt(int, ge=1, nullable=True)
     crop_padding: int = opt(int, ge=0, le=64)
     rotate_degrees: float = opt(NUMBER, ge=0, le=180)
-    augment: str = opt(str, choices=("none", "flip", "crop_flip", "scale_rotate", "crop_flip_scale_rotate"))
+    augment: str = opt(str, choices=AUGMENT_PRESETS)
     train_fraction: float = opt(NUMBER, gt=0, le=1)
     test_fraction: float = opt(NUMBER, gt=0, le=1)
     val_size: float = opt(NUMBER, ge=0)
@@ -47,7 +55,7 @@ class DataOptions:
     test_size: float = opt(NUMBER, gt=0)
     split_seed: int = opt(int, ge=0)
     skip_bad_images: bool = opt(bool)
-    label_type: str = opt(str, choices=("fine", "coarse"))
+    label_type: str = opt(str, choices=LABEL_TYPES)
     svhn_extra: bool = opt(bool)
     root: str = opt(str, nullable=True)
 
@@ -64,8 +72,7 @@ class TrainerOptions:
     limit_train_batches: float = opt(NUMBER, gt=0, nullable=True)
     limit_val_batches: float = opt(NUMBER, ge=0, nullable=True)
     limit_test_batches: float = opt(NUMBER, gt=0, nullable=True)
-    compile: Any = opt((str, bool), choices=("off", "auto", True, False, "default", "reduce-overhead",
-                                             "max-autotune", "max-autotune-no-cudagraphs"))
+    compile: Any = opt((str, bool), choices=("off", "auto", True, False, *COMPILE_MODES))
     channels_last: Any = opt((str, bool), choices=("auto", True, False))
     estimate_minutes: float = opt(NUMBER, ge=0, nullable=True)
 
@@ -84,7 +91,7 @@ class OptimizerOptions:
 class SchedulerOptions:
     eta_min: float = opt(NUMBER, ge=0)
     gamma: float = opt(NUMBER, gt=0, le=1)
-    interval: str = opt(str, choices=("step", "epoch"))
+    interval: str = opt(str, choices=INTERVALS)
     warmup_epochs: float = opt(NUMBER, ge=0)
     warmup_steps: int = opt(int, ge=0)
     T_0: int = opt(int, ge=1)
@@ -97,14 +104,14 @@ class SchedulerOptions:
 @dataclass
 class ModelOptions:
     dropout: float = opt(NUMBER, ge=0, lt=1)
-    pool: str = opt(str, choices=("avg", "max"))
+    pool: str = opt(str, choices=POOLS)
     depth: int = opt(int, ge=1)
 
 
 @dataclass
 class LitOptions:
     label_smoothing: float = opt(NUMBER, ge=0, lt=1)
-    loss: str = opt(str, choices=("ce", "mse"))
+    loss: str = opt(str, choices=LOSSES)
     input_noise_std: float = opt(NUMBER, ge=0)
     divergence_check_every: int = opt(int, ge=1)
 
@@ -160,3 +167,38 @@ def validate(cfg: DictConfig) -> None:
             if not _ok(value, f.metadata):
                 shown = "null" if value is None else repr(value)
                 raise ConfigError(f"{key}={shown} is not valid: use {_allowed(f.metadata)}")
+    check_val_reactions(cfg)
+
+
+def val_is_test_split(cfg: DictConfig) -> bool:
+    """data.val_size=0 (the default) validates on the test split; k-fold runs validate on their fold."""
+    return not (OmegaConf.select(cfg, "data.val_size", default=0) or OmegaConf.select(cfg, "data.folds", default=0))
+
+
+def check_val_reactions(cfg: DictConfig) -> None:
+    """Refuse what steers training by a val/* metric (early stopping, ReduceLROnPlateau, any node
+    with a ``monitor: val/...``) while validation is the test split: the test set would then pick
+    when to stop or to lower the lr. The checkpoint callback's monitor is exempt: its best file is
+    only tested with a real hold-out (train.py's _weights_to_test), otherwise the final weights are.
+    The Optuna search refuses the same for its objective (src/sweeps/optuna_search.py)."""
+    if not val_is_test_split(cfg):
+        return
+    found = []
+
+    def walk(node, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+        monitor = node.get("monitor")
+        if isinstance(monitor, str) and monitor.startswith("val/") and \
+                not str(node.get("_target_", "")).endswith("Checkpoint"):
+            found.append(f"{prefix.rstrip('.') or 'the config'} (monitor={monitor})")
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)
+    walk(container, "")
+    if found:
+        acts = "acts" if len(found) == 1 else "act"
+        raise ConfigError(f"{', '.join(found)} {acts} on validation metrics, but data.val_size=0 validates on the test "
+                          f"split (the test set would steer training): set data.val_size=5000 (a hold-out of "
+                          f"the training split; or a fraction such as 0.1)")

@@ -1,11 +1,10 @@
 """OmegaConf resolvers used by conf/ (registered on import, before Hydra composes)."""
 from __future__ import annotations
 
-import hashlib
-import re
-
 import torch
 from omegaconf import OmegaConf
+
+from src import settings
 
 
 def auto_precision(accelerator: str = "auto") -> str:
@@ -20,17 +19,21 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "32-true"
 
 
-def setting_dir(override_dirname: str) -> str:
-    """A sweep's overrides as one safe folder name ("default" when only the seed is swept). Long
-    names are cut with a hash of the whole, so settings that differ late never share a folder."""
-    name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname or "")
-    if len(name) > 180:
-        name = f"{name[:170]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name or "default"
+def setting_dir(overrides) -> str:
+    """A sweep job's setting folder, from its overrides (`hydra.overrides.task`) by the one rule
+    of src/settings.py ("default" when only the seed is swept)."""
+    return settings.folder_name(_override_list(overrides))
 
 
-def run_suffix(override_dirname: str) -> str:
-    return "_" + setting_dir(override_dirname) if override_dirname else ""
+def run_suffix(overrides) -> str:
+    return settings.run_suffix(_override_list(overrides))
+
+
+def _override_list(overrides) -> list[str]:
+    # a ListConfig from ${hydra.overrides.task}; a string still names one override dirname
+    if isinstance(overrides, str):
+        return [o for o in overrides.split(",") if o]
+    return [str(o) for o in overrides or []]
 
 
 def channels_for(grayscale: bool, colour_channels: int = 3) -> int:
@@ -60,7 +63,29 @@ def fold_dir(folds, fold) -> str:
     return f"/fold={fold}" if folds else ""
 
 
-_RESOLVERS = {
+def parallel_jobs(jobs_per_gpu=1) -> int:
+    """The parallel launcher's n_jobs (conf/hydra/launcher/parallel.yaml): src/sweeps/slots.py."""
+    from src.sweeps.slots import parallel_jobs as jobs
+
+    return jobs(jobs_per_gpu)
+
+
+def slurm_tasks(strategy, gpus_per_node, devices) -> int:
+    """Tasks per node of a SLURM job (conf/hydra/launcher/slurm.yaml): src/ddp/slurm.py."""
+    from src.ddp.slurm import slurm_tasks_per_node
+
+    return slurm_tasks_per_node(strategy, gpus_per_node, devices)
+
+
+def slurm_nodes(strategy, num_nodes) -> int:
+    from src.ddp.slurm import slurm_nodes as nodes
+
+    return nodes(strategy, num_nodes)
+
+
+# Every resolver conf/ uses, registered here and nowhere else (train.py and src/compose.py import
+# this module before Hydra composes).
+RESOLVERS = {
     "auto_precision": auto_precision,
     "setting_dir": setting_dir,
     "run_suffix": run_suffix,
@@ -68,14 +93,16 @@ _RESOLVERS = {
     "folder_classes": folder_classes,
     "label_classes": label_classes,
     "fold_dir": fold_dir,
+    "imgcls_parallel_jobs": parallel_jobs,
+    "imgcls_slurm_tasks": slurm_tasks,
+    "imgcls_slurm_nodes": slurm_nodes,
 }
 
 
 def register() -> None:
-    for name, fn in _RESOLVERS.items():
+    for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
 
 register()
-import src.ddp.slurm  # noqa: E402,F401  (the SLURM launcher's DDP resolvers: conf/hydra/launcher/slurm.yaml)

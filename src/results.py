@@ -33,13 +33,46 @@ def _scalar(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: float) -> dict:
+def _compile_report(trainer, module) -> dict:
+    """compiled, compile_mode, compile_fallback, compile_graphs, graphs_compiled_while_timed: the
+    SpeedUp callback's state (src/lit/speed.py), with the graphs the module's clock saw compiled
+    inside its timed-apart warm-up calls."""
+    from src.lit.speed import SpeedUp, speedup_of
+
+    speedup = speedup_of(trainer) or SpeedUp("off")  # a Trainer not from build_trainer: eager
+    return speedup.report(module.clock.warm_graphs)
+
+
+def debug_mode(cfg: DictConfig) -> str | None:
+    """The debug mode a run was started in (the `debug` group's choice, or Lightning's own
+    fast_dev_run / overfit_batches set by hand), None for a real run. A debug run's numbers come
+    from a batch or a few steps: metrics.json says status "debug", never "completed", so that
+    resume never keeps it and the report never tables it. trainer.limit_*_batches alone is no
+    debug mode: a short run by a budget of batches is a result (the tests run that way)."""
+    if choice := group_choices(cfg).get("debug"):
+        return choice
+    if OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
+        return "fast_dev_run"
+    if OmegaConf.select(cfg, "trainer.overfit_batches", default=0):
+        return "overfit_batches"
+    return None
+
+
+def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: float,
+            started: str | None = None) -> dict:
+    """metrics.json of a finished run. ``wall_time_s`` is this session's; the clock adds what
+    earlier sessions of a resumed run spent (src/lit/clock.py). ``started``: the session's start, UTC."""
     import torch
+
+    from src.provenance import provenance, utc_now
+    from src.run_config import result_config
 
     device = module.device
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    debug = debug_mode(cfg)
     return {
-        "status": "completed",
+        "status": "debug" if debug else "completed",
+        **({"debug": debug} if debug else {}),
         "test/acc": _scalar(test_metrics.get("test/acc")),
         "test/loss": _scalar(test_metrics.get("test/loss")),
         # lit.tta: the test-time-augmented accuracy, beside the plain one
@@ -55,13 +88,15 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         "averaged_weights": next((c.averaged_weights for c in trainer.callbacks if hasattr(c, "averaged_weights")),
                                  None),
         **module.clock.summary(),
-        **module.compile_report(),
-        "wall_time_s": round(wall_time_s, 3),
+        **_compile_report(trainer, module),
+        **module.clock.sessions(wall_time_s),  # resumed, sessions, wall_time_s (all), session_wall_time_s
         "peak_gpu_mem_mb": round(peak, 1) if peak is not None else None,
         "params": sum(p.numel() for p in module.model.parameters()),
         "choices": group_choices(cfg),
         "overrides": task_overrides(),
         "seed": cfg.get("seed"),
+        "provenance": provenance(trainer, device, started or utc_now(), task_overrides()),
+        "config": result_config(cfg),  # what resume=true compares (src/run_config.py)
     }
 
 

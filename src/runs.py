@@ -1,5 +1,5 @@
 """A run directory's life: refuse to overwrite a finished run, skip it on resume, and record how a
-run ended (completed, diverged, failed) in metrics.json so no outcome is ever lost."""
+run ended (completed, debug, diverged, failed) in metrics.json so no outcome is ever lost."""
 from __future__ import annotations
 
 import contextlib
@@ -35,15 +35,35 @@ def previous_result(cfg: DictConfig) -> dict | None:
     if not is_launch_rank_zero():
         return None
     prev = read_status(out)
+    if prev and prev.get("status") == "debug":
+        _clear_debug_run(out)
+        return None
     if not prev or prev.get("status") != "completed":
         return None
     if cfg.get("resume"):
-        return prev
-    if not cfg.get("overwrite"):
+        # kept only for the config it was trained with (src/run_config.py); overwrite=true trains again
+        from src.run_config import differences, refusal, result_config
+
+        diffs = differences(prev, result_config(cfg), task_overrides())
+        if not diffs:
+            return prev
+        if not cfg.get("overwrite"):
+            raise UserError(refusal(out, diffs))
+    elif not cfg.get("overwrite"):
         raise UserError(f"{out} already holds a completed run: pass resume=true to keep it, "
                         f"overwrite=true to train again into it, or choose another hydra.run.dir")
     (out / "csv" / "metrics.csv").unlink(missing_ok=True)  # overwrite=true: the old run's log goes too
     return None
+
+
+def _clear_debug_run(out: Path) -> None:
+    """A debug run (status "debug", src/results.py) is no result: a real run trains afresh over it,
+    with resume=true too, and never continues from its checkpoints or appends to its log."""
+    import shutil
+
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "csv" / "metrics.csv").unlink(missing_ok=True)
+    print(f"[run] {out} held a debug run (no result): training afresh", file=sys.stderr)
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:

@@ -64,8 +64,9 @@ def test_augmentation_only_while_training(fake_data, tmp_path):
     from types import SimpleNamespace
 
     from src.datamodules import ImageClassificationDataModule
+    from src.datamodules.sources import CIFAR10
 
-    dm = ImageClassificationDataModule("cifar10", data_dir=str(fake_data), cache_dir=str(tmp_path), augment="crop_flip",
+    dm = ImageClassificationDataModule(CIFAR10(), data_dir=str(fake_data), cache_dir=str(tmp_path), augment="crop_flip",
                                        verify_counts=False)
     dm.setup()
     x, y = next(iter(dm.val_dataloader()))

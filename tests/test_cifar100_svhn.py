@@ -11,10 +11,21 @@ import pytest
 import torch
 
 from src.datamodules import ImageClassificationDataModule
-from src.datamodules.cifar100_svhn import load_cifar100, load_svhn
+from src.datamodules.cifar100_svhn import CIFAR100, SVHN
+from src.datamodules.sources import Request
 from src.errors import ConfigError, DataError
 from tests.conftest import QUICK, compose_cfg
 from tests.fabricate_sets import COARSE, FINE, write_cifar100, write_svhn
+
+SOURCES = {"cifar100": CIFAR100, "svhn": SVHN}
+
+
+def load_cifar100(root, download, cache_dir=None, **options):
+    return CIFAR100(**options).load(Request(root, download, cache_dir))
+
+
+def load_svhn(root, download, svhn_extra=False):
+    return SVHN(extra=svhn_extra).load(Request(root, download))
 
 
 def test_cifar100_pickles_fine_and_coarse(tmp_path):
@@ -35,12 +46,12 @@ def test_cifar100_config_and_datamodule(tmp_path):
     assert cfg.data.num_classes == 100 and list(cfg.data.mean) == [0.5071, 0.4865, 0.4409]
     assert list(cfg.data.std) == [0.2673, 0.2564, 0.2762]
     assert compose_cfg(["data=cifar100", "data.label_type=coarse"], tmp_path / "run", tmp_path).data.num_classes == 20
-    dm = ImageClassificationDataModule("cifar100", data_dir=str(tmp_path), num_classes=20, label_type="coarse",
+    dm = ImageClassificationDataModule(CIFAR100(label_type="coarse"), data_dir=str(tmp_path), num_classes=20,
                                        verify_counts=False)
     dm.setup()
     assert len(dm.classes) == 20 and torch.bincount(dm.split("train")[1]).tolist() == [10] * 20
     with pytest.raises(DataError, match="has 200 images, expected 50000"):  # a partial copy is caught
-        ImageClassificationDataModule("cifar100", data_dir=str(tmp_path), num_classes=100).setup()
+        ImageClassificationDataModule(CIFAR100(), data_dir=str(tmp_path), num_classes=100).setup()
     with pytest.raises(ConfigError, match="label_type"):
         load_cifar100(tmp_path, download=False, label_type="medium")
 
@@ -68,7 +79,7 @@ def test_svhn_mat_files_map_ten_to_zero_and_add_extra(tmp_path):
                                                       torch.from_numpy(np.moveaxis(arrays["extra"][0], 3, 0)))
     cfg = compose_cfg(["data=svhn"], tmp_path / "run", tmp_path)
     assert cfg.data.num_classes == 10 and list(cfg.data.mean) == [0.4377, 0.4438, 0.4728]
-    dm = ImageClassificationDataModule("svhn", data_dir=str(tmp_path), svhn_extra=True)
+    dm = ImageClassificationDataModule(SVHN(extra=True), data_dir=str(tmp_path))
     with pytest.raises(DataError, match="has 40 images, expected 604388"):
         dm.setup()
 
@@ -77,8 +88,8 @@ def test_svhn_mat_files_map_ten_to_zero_and_add_extra(tmp_path):
 def test_missing_offline_is_one_line(name, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     with pytest.raises(DataError) as e:
-        ImageClassificationDataModule(name, data_dir=str(empty), num_classes=100 if name == "cifar100" else 10,
-                                      download=False).setup()
+        ImageClassificationDataModule(SOURCES[name](), data_dir=str(empty),
+                                      num_classes=100 if name == "cifar100" else 10, download=False).setup()
     msg = str(e.value)
     assert "\n" not in msg and str(empty) in msg and "DATA_DIR" in msg and "data.download=false" in msg
 
@@ -87,8 +98,8 @@ def test_missing_offline_is_one_line(name, tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="download failed") as e:
-        ImageClassificationDataModule(name, data_dir=str(empty), num_classes=100 if name == "cifar100" else 10,
-                                      download="auto").setup()
+        ImageClassificationDataModule(SOURCES[name](), data_dir=str(empty),
+                                      num_classes=100 if name == "cifar100" else 10, download="auto").setup()
     assert "\n" not in str(e.value)
 
 

@@ -59,8 +59,10 @@ def test_padded_evaluation_matches_unpadded(fake_data, tmp_path):
     """The masked padding changes no number: the same weights give the same test loss/accuracy."""
     from hydra.utils import instantiate
 
+    from src.datamodules import build_datamodule
+
     cfg = compose_cfg(BASE, tmp_path, fake_data)
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dm.setup()
     module = instantiate(cfg.lit, model=instantiate(cfg.model))
     results = {}
@@ -138,7 +140,7 @@ def test_explicit_compile_mode_fails_loudly(fake_data, tmp_path):
 
 def test_inference_mode_off_only_when_compiling():
     """Lightning validates under inference_mode; a compiled model must not be captured there."""
-    from src.lit.speed import build_trainer
+    from src.lit.trainer import build_trainer
 
     kw = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
     assert build_trainer(compile="default", **kw).test_loop.inference_mode is False

@@ -102,9 +102,10 @@ def _evaluate(world: int, rank: int, model: torch.nn.Module):
     from torchmetrics.classification import MulticlassConfusionMatrix
 
     from src.datamodules.image_classification import ImageClassificationDataModule
+    from src.datamodules.sources import Synthetic
 
-    dm = ImageClassificationDataModule("synthetic", channels=1, image_size=8, batch_size=16, eval_batch_size=25,
-                                       synthetic_sizes=(64, 101), verify_counts=False)
+    dm = ImageClassificationDataModule(Synthetic(sizes=(64, 101)), channels=1, image_size=8, batch_size=16,
+                                       eval_batch_size=25, verify_counts=False)
     strategy = type("S", (), {"root_device": torch.device("cpu")})()
     dm.trainer = type("T", (), {"global_rank": rank, "world_size": world, "strategy": strategy})()
     dm.setup("test")
@@ -151,8 +152,9 @@ def test_global_batch_refused_on_the_command_line():
 
 def test_global_batch_is_refused_before_any_data_is_read(monkeypatch):
     from src.datamodules.image_classification import ImageClassificationDataModule
+    from src.datamodules.sources import Synthetic
 
-    dm = ImageClassificationDataModule("synthetic", batch_size=10, batch_size_is_global=True)
+    dm = ImageClassificationDataModule(Synthetic(), batch_size=10, batch_size_is_global=True)
     monkeypatch.setattr(dm, "_load", lambda: pytest.fail("data read before the batch size was checked"))
     dm.trainer = type("T", (), {"global_rank": 1, "world_size": 4})()
     with pytest.raises(ConfigError, match="does not divide over 4"):

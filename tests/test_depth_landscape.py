@@ -199,7 +199,7 @@ def test_depth_study_documents_its_sweeps_and_every_job_composes(tmp_path):
             model = instantiate(cfg.model)
             assert model.depth == depth and model.batch_norm == ("model.batch_norm=true" in job)
     c = compose_cfg(["experiment=depth_study"], tmp_path)
-    assert c.data.name == "mnist" and c.model._target_ == "src.models.DeepMLP" and c.activation.name == "relu"
+    assert c.data.name == "mnist" and c.model._target_ == "src.models.deep_plain.DeepMLP" and c.activation.name == "relu"
     assert c.optimizer._target_ == "torch.optim.Adam" and c.optimizer.lr == 0.001 and c.optimizer.weight_decay == 0
     assert (c.data.batch_size, c.data.augment, c.model.batch_norm) == (128, "none", False)
     assert 3 <= c.trainer.max_epochs <= 20

@@ -13,6 +13,8 @@ from hydra.utils import instantiate
 
 from src.cli import check_jobs
 from src.datamodules import ImageClassificationDataModule, cache, decode, image_folder, views
+from src.datamodules.image_folder import ImageFolder
+from src.datamodules.sources import MNIST
 from src.errors import ConfigError, DataError, UserError
 from tests.conftest import QUICK, compose_cfg
 from tests.fabricate_sets import write_folder
@@ -21,11 +23,12 @@ from train import train
 THREE = {"cat": 6, "dog": 9, "frog": 12}
 
 
-def _dm(root, tmp_path, **kw):
+def _dm(root, tmp_path, test_size=0.2, split_seed=0, skip_bad_images=False, **kw):
     opts = dict(image_size=16, num_classes=3, channels=3, mean=None, std=None, verify_counts=False)
     opts.update(kw)
-    dm = ImageClassificationDataModule("image_folder", data_dir=str(tmp_path), root=str(root),
-                                       cache_dir=str(tmp_path / "cache"), **opts)
+    source = ImageFolder(str(root), data_dir=str(tmp_path), test_size=test_size, split_seed=split_seed,
+                         skip_bad_images=skip_bad_images)
+    dm = ImageClassificationDataModule(source, data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), **opts)
     dm.setup()
     return dm
 
@@ -112,7 +115,7 @@ def test_too_large_for_the_cache_disk_or_memory_is_refused_in_one_line(split_lay
     assert "\n" not in msg and "decodes to 0.00 GiB" in msg and "paths.cache_dir" in msg and "image_size" in msg
     assert not list((tmp_path / "cache").glob("*.u8"))  # refused before a file was written
     monkeypatch.setattr(cache, "available_memory", lambda: 1000)
-    dm = ImageClassificationDataModule("image_folder", data_dir=str(tmp_path), root=str(split_layout), cache_dir=None,
+    dm = ImageClassificationDataModule(ImageFolder(str(split_layout)), data_dir=str(tmp_path), cache_dir=None,
                                        image_size=64, num_classes=3, mean=None, std=None)
     with pytest.raises(DataError, match=r"decodes to .* GiB but only .* of memory is available: set paths.cache_dir"):
         dm.setup()
@@ -140,9 +143,9 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path, caplog):
 
 def test_bad_layouts_and_options_are_one_line(tmp_path):
     with pytest.raises(DataError, match="image folder .*nowhere not found: point data.root"):
-        ImageClassificationDataModule("image_folder", data_dir=str(tmp_path), root="nowhere", num_classes=2)
+        ImageFolder("nowhere", data_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="needs data.root="):
-        ImageClassificationDataModule("image_folder", data_dir=str(tmp_path), root=None, num_classes=2)
+        ImageFolder(None, data_dir=str(tmp_path))
     write_folder(tmp_path / "s" / "train", {"a": 3, "b": 3}, size=(16, 16))
     write_folder(tmp_path / "s" / "test", {"a": 1, "c": 1}, size=(16, 16))
     with pytest.raises(DataError, match="different class folders"):
@@ -188,7 +191,7 @@ def test_data_that_cannot_fit_the_gpu_is_refused_with_on_device_true(monkeypatch
     """No GPU needed: the trainer's device and the GPU's memory are faked."""
     from types import SimpleNamespace
 
-    dm = ImageClassificationDataModule("mnist", data_dir=str(tmp_path), channels=1, image_size=28, on_device=True)
+    dm = ImageClassificationDataModule(MNIST(), data_dir=str(tmp_path), channels=1, image_size=28, on_device=True)
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=2**34))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (2**30, 2**34))

@@ -14,6 +14,7 @@ import torch
 from src.analysis import report
 from src.analysis.summary import summarize
 from src.datamodules import ImageClassificationDataModule
+from src.datamodules.sources import MNIST
 from src.datamodules.splits import fold_of_each, portable_permutation, stratified_kfold
 from src.errors import ConfigError
 
@@ -48,12 +49,12 @@ def test_folds_are_identical_across_runs_and_machines_for_a_seed():
 
 def test_datamodule_validates_on_fold_k_and_keeps_the_test_split(fake_data, tmp_path):
     def dm(fold, **kw):
-        d = ImageClassificationDataModule("mnist", data_dir=str(fake_data), cache_dir=str(tmp_path), channels=1,
+        d = ImageClassificationDataModule(MNIST(), data_dir=str(fake_data), cache_dir=str(tmp_path), channels=1,
                                           image_size=28, verify_counts=False, folds=4, fold=fold, seed=5, **kw)
         d.setup()
         return d
 
-    full = ImageClassificationDataModule("mnist", data_dir=str(fake_data), channels=1, image_size=28,
+    full = ImageClassificationDataModule(MNIST(), data_dir=str(fake_data), channels=1, image_size=28,
                                          verify_counts=False)
     full.setup()
     fx, _ = full.split("train")
@@ -81,7 +82,7 @@ def test_datamodule_validates_on_fold_k_and_keeps_the_test_split(fake_data, tmp_
 ])
 def test_bad_fold_options_are_refused_before_loading(kw, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
-        ImageClassificationDataModule("mnist", data_dir=str(tmp_path / "nowhere"), **kw)
+        ImageClassificationDataModule(MNIST(), data_dir=str(tmp_path / "nowhere"), **kw)
 
 
 # ---------------------------------------------------------------------------------- the report
@@ -105,32 +106,55 @@ def fold_sweep(root: Path, accs: dict, seeds=(0, 1), folds=3) -> Path:
     return root
 
 
-def test_report_groups_folds_like_seeds_and_pairs_on_seed_and_fold(tmp_path):
+def test_report_averages_the_folds_of_a_seed_and_pairs_on_the_seed(tmp_path):
+    """The folds of one seed share their training data: the seed is the unit of replication."""
     relu = {(s, k): 0.90 + 0.01 * k + 0.002 * s for s in (0, 1) for k in range(3)}
     tanh = {sk: v + 0.01 for sk, v in relu.items()}
     sweep = fold_sweep(tmp_path / "sweep", {"relu": relu, "tanh": tanh})
     s = summarize(sweep)
     assert s.keys == ["activation"] and s.common == {"data.folds": "3"}  # the fold never defines a setting
     t = s.table.set_index("activation")
-    assert t.loc["relu", "n"] == 6 and t.loc["relu", "mean"] == pytest.approx(sum(relu.values()) / 6)
+    assert t.loc["relu", "n"] == 2 and t.loc["relu", "runs"] == 6  # 2 seeds, 6 runs
+    assert t.loc["relu", "mean"] == pytest.approx(sum(relu.values()) / 6)
     assert sorted(s.runs["fold"]) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
     report.write_report(sweep, out_dir=tmp_path / "out", show=False, plots=False)
     csv = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("activation")
-    assert bool(csv.loc["tanh", "paired"]) and csv.loc["tanh", "pairs"] == 6  # paired on (seed, fold)
+    assert bool(csv.loc["tanh", "paired"]) and csv.loc["tanh", "pairs"] == 2  # paired on the seed
     assert csv.loc["tanh", "delta"] == pytest.approx(0.01)
+    assert "the 3 folds of each seed are averaged first" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_folds_are_not_counted_as_independent_seeds(tmp_path):
+    """Fold-level pairs would call tanh better (p < 0.05); the 2 seeds cannot say so."""
+    from scipy import stats as sst
+
+    from src.analysis.comparisons import compare
+
+    relu = {(s, k): 0.90 + 0.003 * k for s in (0, 1) for k in range(3)}
+    gain = {0: 0.02, 1: 0.005}  # the seed decides most of the gain; folds add a little noise
+    tanh = {(s, k): v + gain[s] + 0.001 * (k - 1) for (s, k), v in relu.items()}
+    fold_level = sst.ttest_rel([tanh[k] for k in sorted(tanh)], [relu[k] for k in sorted(relu)])
+    assert fold_level.pvalue < 0.05  # what counting folds as seeds said
+    s = compare(summarize(fold_sweep(tmp_path / "sweep", {"relu": relu, "tanh": tanh})))
+    row = s.table.set_index("activation").loc["tanh"]
+    per_seed = [[sum(v[(s_, k)] for k in range(3)) / 3 for s_ in (0, 1)] for v in (tanh, relu)]
+    assert row["pairs"] == 2 and row["p"] == pytest.approx(sst.ttest_rel(*per_seed).pvalue)
+    assert row["p"] > 0.05 and row["verdict"] == "inconclusive"
 
 
 def test_merged_fold_sweeps_keep_every_fold_of_a_seed(tmp_path):
     first = fold_sweep(tmp_path / "a", {"relu": {(0, k): 0.9 for k in range(3)}}, seeds=(0,))
     later = fold_sweep(tmp_path / "b", {"relu": {(1, k): 0.8 for k in range(3)}}, seeds=(1,))
     s = summarize([first, later])
-    assert int(s.table["n"].iloc[0]) == 6 and not s.warnings
+    row = s.table.iloc[0]
+    assert int(row["n"]) == 2 and int(row["runs"]) == 6 and not s.warnings
+    assert row["mean"] == pytest.approx(0.85)
 
 
 @pytest.mark.slow
 def test_seeds_x_folds_sweep_end_to_end(tmp_path):
     """python train.py -m data.folds=2 data.fold=0,1 seed=0,1: four runs, each in its own
-    seed=<n>/fold=<k>/ folder, validated on its fold, and one setting of n=4 in the table."""
+    seed=<n>/fold=<k>/ folder, validated on its fold, and one setting of 4 runs and n=2 (seeds) in the table."""
     from tests import fabricate
     from tests.test_sweeps import sweep
 
@@ -147,4 +171,4 @@ def test_seeds_x_folds_sweep_end_to_end(tmp_path):
         m = json.loads((out / r / "metrics.json").read_text())
         assert m["status"] == "completed" and not m["val_is_test_split"]
     t = pd.read_csv(out / "summary.csv")
-    assert len(t) == 1 and t["n"].iloc[0] == 4
+    assert len(t) == 1 and t["n"].iloc[0] == 2 and t["runs"].iloc[0] == 4  # folds of a seed averaged

@@ -36,9 +36,9 @@ from tests.model_checks import (  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Every leaf module a zoo model may contain; anything else (a hidden activation, say) fails.
+# Every leaf a zoo model may have (an empty Sequential: ResNet18's identity shortcut); others fail.
 ALLOWED_LEAVES = (
-    nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Identity, nn.Dropout, nn.Flatten, nn.ZeroPad2d,
+    nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Identity, nn.Dropout, nn.Flatten, nn.ZeroPad2d, nn.Sequential,
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, ShakeDrop, Marker,
 )
 
@@ -347,24 +347,17 @@ def test_shakedrop_under_bf16_autocast():
 
 # ------------------------------------------------------------------------------------------ configs
 
-# conf/model/<name>.yaml -> parameters on CIFAR-10 (each file's comment states the same number)
+# Every conf/model/*.yaml is built and must have a count here (on CIFAR-10 unless COUNT_DATA names
+# another data set; each file's comment states the same number): a new config without one fails.
+MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 CONFIG_COUNTS = {
-    "pyramidnet": 1_772_706,
-    "pyramidnet_shakedrop": 26_210_842,
-    "mobilenetv2": 2_236_682,
-    "shufflenetv2": 1_263_854,
-    "squeezenet": 730_570,
-    "fcn": 953_010,
-    "simple_cnn": 4_117_698,
-    "vgg11": 9_231_114,
-    "vgg16": 14_728_266,
-    "densenet_bc": 769_162,
-    "wrn16_4": 2_748_890,
-    "wrn28_10": 36_479_194,
-    "resnet20": 269_722,
-    "resnet56": 853_018,
-    "resnet110": 1_727_962,
+    "pyramidnet": 1_772_706, "pyramidnet_shakedrop": 26_210_842, "mobilenetv2": 2_236_682,
+    "shufflenetv2": 1_263_854, "squeezenet": 730_570, "fcn": 953_010, "simple_cnn": 4_117_698,
+    "vgg11": 9_231_114, "vgg16": 14_728_266, "densenet_bc": 769_162, "wrn16_4": 2_748_890,
+    "wrn28_10": 36_479_194, "resnet20": 269_722, "resnet56": 853_018, "resnet110": 1_727_962,
+    "resnet18": 11_173_962, "lenet5": 61_706, "deepmlp": 250_378, "deepcnn": 83_882,
 }
+COUNT_DATA = {"lenet5": "mnist", "deepmlp": "mnist", "deepcnn": "mnist"}  # their comments count on MNIST
 
 
 def compose_model(name: str, data: str):
@@ -373,10 +366,16 @@ def compose_model(name: str, data: str):
         return compose("train", overrides=[f"model={name}", f"data={data}"])
 
 
-@pytest.mark.parametrize("name", sorted(CONFIG_COUNTS))
+def test_config_counts_name_only_existing_configs():
+    assert MODEL_CONFIGS and set(CONFIG_COUNTS) <= set(MODEL_CONFIGS) >= set(COUNT_DATA)
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_config_composes_and_instantiates(name):
-    cfg = compose_model(name, "cifar10")
+    assert name in CONFIG_COUNTS, f"conf/model/{name}.yaml: add its parameter count to CONFIG_COUNTS"
+    cfg = compose_model(name, COUNT_DATA.get(name, "cifar10"))
     model = hydra.utils.instantiate(cfg.model)  # only the model: paths.* needs Hydra's runtime
+    c, s, k = cfg.data.channels, cfg.data.image_size, cfg.data.num_classes
     n = n_params(model)
     assert abs(n / CONFIG_COUNTS[name] - 1) < 0.02
     assert n == CONFIG_COUNTS[name]
@@ -385,7 +384,7 @@ def test_config_composes_and_instantiates(name):
     assert_only_factory_activations(hydra.utils.instantiate(cfg.model, act_layer=Marker))
     if n < 20_000_000:
         with torch.no_grad():
-            assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+            assert model.eval()(torch.randn(1, c, s, s)).shape == (1, k)
 
 
 @pytest.mark.parametrize("name", ["fcn", "simple_cnn", "squeezenet", "shufflenetv2", "resnet20"])

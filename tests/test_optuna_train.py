@@ -31,6 +31,11 @@ def study_with_good_trials(storage: str, name: str, startup: int = 2) -> optuna.
     return study
 
 
+def stored(study: optuna.Study, trial) -> optuna.trial.FrozenTrial:
+    """``trial`` as the storage holds it now (public API: trials are looked up by number)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
 def fake_trainer(acc: float, epoch: int) -> SimpleNamespace:
     return SimpleNamespace(sanity_checking=False, current_epoch=epoch, should_stop=False,
                            callback_metrics={"val/acc": torch.tensor(acc)})
@@ -46,8 +51,8 @@ def test_the_pruner_stops_a_clearly_worse_trial_and_spares_a_good_one():
         if epoch == 0:  # the bad one stops at once (a stopped trainer calls it no more)
             bad.on_validation_end(tb, None)
             assert tb.should_stop and bad.pruned_epoch == 0
-    assert bad.trial.storage.get_trial(bad.trial._trial_id).intermediate_values == {0: pytest.approx(0.30)}
-    assert good.pruned_epoch is None and len(good.trial.storage.get_trial(good.trial._trial_id).intermediate_values) == 2
+    assert stored(study, bad.trial).intermediate_values == {0: pytest.approx(0.30)}
+    assert good.pruned_epoch is None and len(stored(study, good.trial).intermediate_values) == 2
 
 
 def test_a_pruned_train_run_stops_and_records_it(tmp_path, fake_data):
@@ -68,7 +73,7 @@ def test_a_pruned_train_run_stops_and_records_it(tmp_path, fake_data):
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "pruned" and m["pruned_epoch"] == 0
     assert m["epochs"] == 1 and m["test/acc"] is not None
-    reported = study._storage.get_trial(trial._trial_id).intermediate_values
+    reported = stored(study, trial).intermediate_values
     assert reported == {0: pytest.approx(m["val/acc_best"])}
 
 

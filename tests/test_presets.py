@@ -42,6 +42,17 @@ def test_augment_preset_keeps_shape_and_differs_per_sample(name):
     assert torch.equal(build_augment("none")(x), x)
 
 
+def test_augment_presets_are_one_list():
+    """build_augment's presets, AUGMENT_PRESETS (the schema's data.augment choices) and AUGMENTS agree."""
+    from src.config_schema import DataOptions
+    from src.datamodules.augment import AUGMENT_PRESETS, build_augment
+    from src.errors import ConfigError
+
+    assert tuple(AUGMENTS) == AUGMENT_PRESETS == DataOptions.__dataclass_fields__["augment"].metadata["choices"]
+    with pytest.raises(ConfigError, match=re.escape(f"choose one of {', '.join(AUGMENT_PRESETS)}") + "$"):
+        build_augment("crop")
+
+
 def test_scale_rotate_geometry():
     from src.datamodules.augment import random_scale_rotate, scale_rotate
 
@@ -60,8 +71,9 @@ def test_scale_rotate_runs_in_the_datamodule_in_training_only(fake_data, tmp_pat
 
     from src.datamodules import ImageClassificationDataModule
     from src.datamodules.augment import normalize
+    from src.datamodules.sources import CIFAR10
 
-    dm = ImageClassificationDataModule("cifar10", data_dir=str(fake_data), cache_dir=str(tmp_path),
+    dm = ImageClassificationDataModule(CIFAR10(), data_dir=str(fake_data), cache_dir=str(tmp_path),
                                        augment="scale_rotate", verify_counts=False)
     dm.setup()
     x, y = next(iter(dm.val_dataloader()))
@@ -70,7 +82,7 @@ def test_scale_rotate_runs_in_the_datamodule_in_training_only(fake_data, tmp_pat
     dm.trainer = SimpleNamespace(training=True)
     assert not torch.allclose(dm.on_after_batch_transfer((x, y), 0)[0], normalize(x, dm.mean, dm.std))
     # the ranges come from the data config: no rotation and no zoom leave the batch as it was
-    still = ImageClassificationDataModule("cifar10", data_dir=str(fake_data), cache_dir=str(tmp_path),
+    still = ImageClassificationDataModule(CIFAR10(), data_dir=str(fake_data), cache_dir=str(tmp_path),
                                           augment="scale_rotate", rotate_degrees=0, zoom=[1.0, 1.0],
                                           verify_counts=False)
     still.trainer = SimpleNamespace(training=True)

@@ -15,6 +15,8 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
 from src.datamodules import ImageClassificationDataModule, decode
+from src.datamodules.image_folder import ImageFolder
+from src.datamodules.sources import HorsesOrHumans
 from tests.conftest import ROOT, compose_cfg
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
@@ -56,10 +58,12 @@ def decodes(monkeypatch) -> list:
     return calls
 
 
-def load(data_dir, cache_dir, name="horses_or_humans", **kw) -> ImageClassificationDataModule:
+def load(data_dir, cache_dir, root=None, **kw) -> ImageClassificationDataModule:
+    """horses-or-humans through its own source, or (root given) read as a generic image folder."""
     opts = dict(image_size=150, num_classes=2, verify_counts=True)
     opts.update(kw)
-    dm = ImageClassificationDataModule(name, data_dir=str(data_dir), cache_dir=str(cache_dir), **opts)
+    source = HorsesOrHumans() if root is None else ImageFolder(root, data_dir=str(data_dir))
+    dm = ImageClassificationDataModule(source, data_dir=str(data_dir), cache_dir=str(cache_dir), **opts)
     dm.setup()
     return dm
 
@@ -119,7 +123,7 @@ def test_a_changed_file_re_decodes_its_split(data, cache, decodes, tmp_path):
 def test_read_as_a_generic_image_folder(data, cache, tmp_path):
     cfg = compose_cfg(["data=image_folder", "data.root=horse-or-human", "data.image_size=150"], tmp_path, data, cache)
     assert cfg.data.num_classes == 2 and cfg.data.channels == 3
-    folder = load(data, cache, name="image_folder", root="horse-or-human", mean=None, std=None, verify_counts=False)
+    folder = load(data, cache, root="horse-or-human", mean=None, std=None, verify_counts=False)
     named = load(data, cache)
     assert folder.classes == named.classes == ["horses", "humans"]
     for split in ("train", "test"):

@@ -253,6 +253,7 @@ def test_tta_counts_each_test_image_once_compiled_and_padded(fake_data, tmp_path
 def test_sams_second_pass_trains_on_the_same_mixed_batch(fake_data, tmp_path):
     from hydra.utils import instantiate
 
+    from src.datamodules import build_datamodule
     from tests.conftest import QUICK
 
     cfg = compose_cfg(["model=lenet5", "data=mnist", "seed=0", "optimizer=sam", "lit.mixup.alpha=1.0",
@@ -262,7 +263,7 @@ def test_sams_second_pass_trains_on_the_same_mixed_batch(fake_data, tmp_path):
     inputs = []
     model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach().clone()))
     trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False)
-    trainer.fit(module, datamodule=instantiate(cfg.data))
+    trainer.fit(module, datamodule=build_datamodule(cfg.data))
     train_inputs = [x for x in inputs if x.shape[0] == 8][:4]  # 2 steps x 2 passes (eval batches are 16)
     assert len(train_inputs) == 4
     assert torch.equal(train_inputs[0], train_inputs[1]) and torch.equal(train_inputs[2], train_inputs[3])

@@ -94,25 +94,26 @@ def test_truncated_idx_file_is_named(tmp_path):
     fabricate.write_idx(tmp_path / "MNIST" / "raw")
     f = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     f.write_bytes(f.read_bytes()[:-100])
-    from src.datamodules.sources import load_mnist
+    from src.datamodules.sources import MNIST, Request
 
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte is truncated or corrupt: \d+ bytes"):
-        load_mnist(tmp_path, download=False)
+        MNIST().load(Request(tmp_path, download=False))
 
 
 def test_bad_pickle_is_named(tmp_path):
     fabricate.write_cifar_pickles(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
-    from src.datamodules.sources import load_cifar10
+    from src.datamodules.sources import CIFAR10, Request
 
     with pytest.raises(DataError, match=r"data_batch_3 is incomplete or corrupt"):
-        load_cifar10(tmp_path, download=False)
+        CIFAR10().load(Request(tmp_path, download=False))
 
 
 def test_partial_copy_is_refused_by_counts(fake_data, tmp_path):
     from src.datamodules import ImageClassificationDataModule
+    from src.datamodules.sources import MNIST
 
-    dm = ImageClassificationDataModule("mnist", data_dir=str(fake_data), channels=1, image_size=28)
+    dm = ImageClassificationDataModule(MNIST(), data_dir=str(fake_data), channels=1, image_size=28)
     with pytest.raises(DataError, match=r"mnist train split .* has 120 images, expected 60000"):
         dm.setup()
 
@@ -193,6 +194,68 @@ def test_completed_run_is_never_overwritten(fake_data, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["seed"] == 1
 
 
+def test_a_debug_run_is_no_result_and_resume_trains_afresh_over_it(fake_data, tmp_path):
+    """Issue 22.1: `debug=...` then the real run with resume=true kept the one-batch accuracy as a
+    result. Now the debug run says status "debug", and resume trains the real run from scratch over
+    it: not from the debug run's checkpoint, not appending to its log."""
+    train(compose_cfg(["model=lenet5", "data=mnist", "debug=limit", *QUICK], tmp_path, fake_data))
+    debug = json.loads((tmp_path / "metrics.json").read_text())
+    assert debug["status"] == "debug" and debug["debug"] == "limit"
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()  # what resume=true used to continue from
+
+    train(compose_cfg(["model=lenet5", "data=mnist", *QUICK, "trainer.max_epochs=2", "resume=true"], tmp_path,
+                      fake_data))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "completed" and "debug" not in m and m["epochs"] == 2
+    assert m["resumed"] is False and m["sessions"] == 1  # trained afresh, not on from the debug checkpoint
+    import pandas as pd
+
+    log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert log.dropna(subset=["val/acc"])["epoch"].astype(int).tolist() == [0, 1]  # no debug rows left
+
+
+def test_resume_keeps_a_completed_run_only_for_its_own_config(fake_data, tmp_path):
+    """resume=true used to keep whatever completed metrics.json the folder held. Now only a run of
+    the same config (keys that cannot change the result aside: loggers, image logging, locations),
+    else one line naming each differing key and overwrite=true."""
+    base = ["model=lenet5", "data=mnist", *QUICK]
+    first = train(compose_cfg(base, tmp_path, fake_data))
+    before = (tmp_path / "metrics.json").read_text()
+    kept = train(compose_cfg([*base, "resume=true", "logger=csv", "lit.log_images=false"], tmp_path, fake_data))
+    assert kept == first and (tmp_path / "metrics.json").read_text() == before
+
+    with pytest.raises(UserError) as e:
+        train(compose_cfg([*base, "resume=true", "trainer.max_epochs=2", "optimizer.lr=0.05"], tmp_path, fake_data))
+    msg = str(e.value)
+    assert "\n" not in msg and "holds a completed run of another config" in msg and "overwrite=true" in msg
+    assert "optimizer.lr: 0.1 -> 0.05" in msg and "trainer.max_epochs: 1 -> 2" in msg
+    assert "logger" not in msg and "paths" not in msg  # no key that cannot change the result
+    assert (tmp_path / "metrics.json").read_text() == before
+
+    train(compose_cfg([*base, "resume=true", "overwrite=true", "trainer.max_epochs=2"], tmp_path, fake_data))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["epochs"] == 2 and m["config"]["trainer.max_epochs"] == 2
+
+
+def test_a_resumed_run_reports_the_wall_time_of_every_session(fake_data, tmp_path):
+    """Issue 22.9: a run continued from its checkpoint reported its last session's wall time only."""
+    cfg = compose_cfg(["model=lenet5", "data=mnist", *QUICK], tmp_path, fake_data)
+    train(cfg)
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    assert first["resumed"] is False and first["sessions"] == 1
+    assert first["wall_time_s"] == first["session_wall_time_s"] > 0
+    stats = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["run_stats"]
+    assert stats["sessions"] == 1 and 0 < stats["wall_s"] <= first["wall_time_s"]
+
+    (tmp_path / "metrics.json").unlink()  # as if killed after its checkpoint
+    train(compose_cfg(["model=lenet5", "data=mnist", *QUICK, "trainer.max_epochs=2", "ckpt_path=last"], tmp_path,
+                      fake_data))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["resumed"] is True and m["sessions"] == 2 and m["epochs"] == 2
+    assert m["wall_time_s"] == pytest.approx(m["session_wall_time_s"] + stats["wall_s"], abs=2e-3)
+    assert m["wall_time_s"] > m["session_wall_time_s"]
+
+
 def test_same_seed_deterministic_runs_match_exactly(fake_data, tmp_path):
     keys = ("test/acc", "test/loss", "val/acc_best", "params", "epochs")
     results = []
@@ -229,12 +292,17 @@ def test_kill_9_mid_epoch_then_resume_from_last(tmp_path):
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
     saved_epoch = torch.load(last, weights_only=True)["epoch"]
     assert saved_epoch <= 1
+    killed = torch.load(last, weights_only=True)["run_stats"]  # the killed session's record
 
     p = subprocess.run(args + ["ckpt_path=last"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "completed" and m["epochs"] == 3
     assert "Restoring states from the checkpoint" in p.stdout + p.stderr
+    # two processes trained it: the killed one's wall time up to its checkpoint survived the kill -9
+    assert m["resumed"] is True and m["sessions"] == 2 and killed["sessions"] == 1
+    assert m["wall_time_s"] == pytest.approx(m["session_wall_time_s"] + killed["wall_s"], abs=2e-3)
+    assert m["wall_time_s"] > m["session_wall_time_s"] > 0
     import pandas as pd
 
     log = pd.read_csv(run_dir / "csv" / "metrics.csv")

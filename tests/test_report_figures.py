@@ -248,7 +248,7 @@ def test_sweep_end_writes_the_depth_plot_and_survives_missing_logs(depth_sweep, 
 
     from omegaconf import OmegaConf
 
-    from src.sweep_callbacks import SweepCallback
+    from src.sweeps.callback import SweepCallback
 
     sd = tmp_path / "sweep"
     shutil.copytree(depth_sweep, sd)

@@ -200,7 +200,7 @@ def test_bh_and_no_adjustment(paired_sweep, tmp_path):
 
 
 def test_the_end_of_sweep_call_prints_the_verdicts(paired_sweep, tmp_path):
-    """src/sweep_callbacks.py calls write_report(sweep_dir, metric, by, train_vs_test=..., console=...,
+    """src/sweeps/callback.py calls write_report(sweep_dir, metric, by, train_vs_test=..., console=...,
     show_problems=False, plot_vs=...) and lists ``.files``."""
     import shutil
 

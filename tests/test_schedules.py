@@ -201,7 +201,9 @@ def test_plateau_and_early_stopping_through_lightning(fake_data, tmp_path):
     cfg = compose_cfg(["model=lenet5", "data=mnist", *QUICK, "scheduler=plateau", "scheduler.patience=0",
                        "scheduler.threshold=0.9", "optimizer.lr=0.001", "trainer.max_epochs=6",
                        "callbacks=early_stopping", "callbacks.early_stopping.patience=2",
-                       "callbacks.early_stopping.min_delta=100"], tmp_path, fake_data)
+                       "callbacks.early_stopping.min_delta=100",
+                       "data.val_size=16"],  # a hold-out: with validation on the test split both are refused
+                      tmp_path, fake_data)
     assert {"model_checkpoint", "learning_rate_monitor", "early_stopping"} <= set(cfg.callbacks)
     train(cfg)
     m = _metrics(tmp_path)

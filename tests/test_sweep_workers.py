@@ -50,15 +50,16 @@ def test_workers_ask_for_cuda_only_after_their_slot(main_sweep):
 def test_compile_threads_are_shared_between_parallel_jobs(monkeypatch):
     import torch._inductor.config as inductor_config
 
+    from src.env import ENV_COMPILE_THREADS_SET
     from src.sweeps import slots
 
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
-    monkeypatch.delenv(slots.ENV_COMPILE_THREADS_SET, raising=False)
+    monkeypatch.delenv(ENV_COMPILE_THREADS_SET, raising=False)
     with inductor_config.patch(compile_threads=32):  # torch's own patch, undone on exit
         slots.share_compile_threads(3)
         assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "3" and inductor_config.compile_threads == 3
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "7")  # the user's own setting wins
-    monkeypatch.delenv(slots.ENV_COMPILE_THREADS_SET)
+    monkeypatch.delenv(ENV_COMPILE_THREADS_SET)
     slots.share_compile_threads(2)
     assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == "7"
 

@@ -1,6 +1,6 @@
 """Sweeps as a user runs them: `python train.py -m ...` on the parallel launcher (fake GPU ids on the
 CPU), the report it writes at the end, failure isolation and exit status, resume=true; the report
-on its own (python -m src.report) and the launcher configs (parallel, slurm, ray)."""
+on its own (python -m src.analysis.report, imgcls-report) and the launcher configs (parallel, slurm, ray)."""
 from __future__ import annotations
 
 import importlib.util
@@ -129,11 +129,12 @@ def test_sweep_writes_the_table_from_the_runs_metrics(main_sweep):
 
 
 def test_report_curves_and_cli_options(main_sweep, tmp_path):
-    from src import report
+    from src.analysis import report
+    from src.analysis.summary import epoch_curves
 
     out, _ = main_sweep
     s = report.summarize(out)
-    curves = report.epoch_curves(s)
+    curves = epoch_curves(s)
     assert sorted(curves["epoch"].unique()) == [0, 1] and curves["run"].nunique() == 6
     assert report.main([str(out), "--metric", "val/acc_best", "--by", "activation", "--out", str(tmp_path)]) == 0
     t = pd.read_csv(tmp_path / "summary.csv")
@@ -200,7 +201,7 @@ def _fake_run(sweep_dir: Path, setting: str, seed: int, metrics: dict | None, ov
 
 
 def test_report_aggregates_formats_and_orders_like_a_paper(tmp_path):
-    from src.report import write_report
+    from src.analysis.report import write_report
 
     sd = tmp_path / "sweep"
     (sd).mkdir()
@@ -241,9 +242,9 @@ def test_report_aggregates_formats_and_orders_like_a_paper(tmp_path):
 
 # ------------------------------------------------------------------------------ GPU slot locks
 def _hold_slot(lock_dir, gpus, k, n_jobs, barrier, queue):
-    from src import sweep_callbacks as sc
+    from src.sweeps import slots
 
-    slot = sc.take_slot(gpus, k, n_jobs, Path(lock_dir))
+    slot = slots.take_slot(gpus, k, n_jobs, Path(lock_dir))
     queue.put((os.getpid(), slot["gpu"], slot["slot"], slot["locked"], os.environ.get("CUDA_VISIBLE_DEVICES")))
     barrier.wait(timeout=60)  # every process holds its slot at the same time
 
@@ -273,15 +274,15 @@ def _hydra_cfg(overrides: list[str]):
 
 
 def test_parallel_launcher_is_the_default_and_sizes_itself(monkeypatch):
-    import src.sweep_callbacks  # noqa: F401  (registers the n_jobs resolver, as the callback does)
+    import src.resolvers  # noqa: F401  (registers the n_jobs resolver, as train.py does)
 
     monkeypatch.setenv("IMGCLS_FAKE_GPUS", "0,1")
-    cfg = _hydra_cfg(["jobs_per_gpu=3"])
+    cfg = _hydra_cfg(["jobs_per_gpu=3", "resume=true"])
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 6
     assert cfg.hydra.callbacks.sweep._target_ == "src.sweeps.callback.SweepCallback"
-    assert "resume" in cfg.hydra.job.config.override_dirname.exclude_keys
+    assert cfg.hydra.sweep.subdir == "default/seed=0"  # resume (and jobs_per_gpu) name no folder
     monkeypatch.setenv("IMGCLS_FAKE_GPUS", "")  # CPU only: cores shared between jobs
-    from src.sweep_callbacks import cpu_parallel_jobs
+    from src.sweeps.slots import cpu_parallel_jobs
 
     assert _hydra_cfg([]).hydra.launcher.n_jobs == cpu_parallel_jobs() >= 1
     with pytest.raises(Exception, match="jobs_per_gpu=0"):

@@ -81,6 +81,45 @@ def test_hparams_carry_real_metrics(fake_data, tmp_path):
     assert acc == pytest.approx(m["test/acc"], abs=1e-6)
 
 
+def test_metrics_record_where_the_run_came_from(fake_data, tmp_path):
+    """Issue 22.8: metrics.json's provenance: code, versions, device, the precision the Trainer
+    used, the determinism switches, host, start time and the command that runs it again."""
+    import datetime as dt
+    import shlex
+    import socket
+    import subprocess
+
+    import lightning
+    import numpy
+    import torch
+    import torchvision
+
+    from tests.conftest import ROOT
+
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    cfg = compose_cfg(["model=lenet5", "data=mnist", "activation=tanh", "optimizer.lr=0.05", *QUICK,
+                       "trainer.deterministic=true"], tmp_path, fake_data)
+    train(cfg)
+    p = json.loads((tmp_path / "metrics.json").read_text())["provenance"]
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except OSError:
+        head = None
+    assert p["commit"] == head and (p["dirty"] is None) == (head is None)
+    assert (p["torch"], p["torchvision"], p["lightning"], p["numpy"]) == \
+        (torch.__version__, torchvision.__version__, lightning.__version__, numpy.__version__)
+    assert p["python"].count(".") == 2 and p["hydra"]
+    assert p["device_type"] == "cpu" and p["device_count"] == 1 and p["cuda"] is None and p["cudnn"] is None
+    assert p["precision"] == "32-true"  # ${auto_precision:} resolved on the CPU
+    assert p["deterministic_algorithms"] is True and p["cudnn_benchmark"] is False  # trainer.deterministic=true
+    assert p["host"] == socket.gethostname()
+    assert before <= dt.datetime.fromisoformat(p["started"]) <= dt.datetime.now(dt.timezone.utc)
+    command = shlex.split(p["command"])
+    assert command[:2] == ["python", "train.py"] and "activation=tanh" in command and "optimizer.lr=0.05" in command
+    torch.use_deterministic_algorithms(False)  # trainer.deterministic=true set it for the process
+
+
 def test_seed_zero_is_applied(fake_data, tmp_path):
     """seed=0 must seed (the `if cfg.get("seed")` trap): two runs give identical results."""
     results = []
@@ -134,7 +173,8 @@ def test_debug_configs(debug, epochs, fake_data, tmp_path):
                        "data.batch_size=8", "optimizer=adam"], tmp_path, fake_data)
     train(cfg)
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["status"] == "completed" and m["epochs"] == epochs
+    # a debug run is never a result (issue 22.1): resume never keeps it, the report never tables it
+    assert m["status"] == "debug" and m["debug"] == debug and m["epochs"] == epochs
     if debug == "overfit":  # the same 3 batches, 20 times, constant lr: the loss falls
         import pandas as pd
 

@@ -108,12 +108,17 @@ def comparison_chart(s: Summary, path: Path) -> bool:
     if o.get("equivalence"):
         ax.axvspan(-o["equivalence"], o["equivalence"], color="tab:blue", alpha=0.08)
     ax.axvline(0, color="0.3", lw=0.8)
+    # under an adjustment the intervals drawn are the adjusted ones, so that a point whose interval
+    # clears 0 is never grey (inconclusive); the table may still show unadjusted ones (--ci)
+    adjusted = o.get("adjust", "none") != "none"
+    low, high = ("delta_aci_low", "delta_aci_high") if adjusted and "delta_aci_low" in t else \
+        ("delta_ci_low", "delta_ci_high")
     for yi, (_, r) in zip(y, t.iterrows()):
         colour = VERDICT_COLOURS.get(r["verdict"], "0.45")
         if pd.isna(r["delta"]):
             continue
         d = r["delta"] * scale
-        err = None if pd.isna(r["delta_ci_low"]) else [[d - r["delta_ci_low"] * scale], [r["delta_ci_high"] * scale - d]]
+        err = None if pd.isna(r[low]) else [[d - r[low] * scale], [r[high] * scale - d]]
         ax.errorbar(d, yi, xerr=err, fmt="o", color=colour, ecolor=colour, capsize=4, ms=6)
         p = "" if pd.isna(r["p_adj"]) else f"p = {r['p_adj']:.3g}, "
         ax.annotate(f"{p}{r['verdict']}", (d, yi), xytext=(0, 7), textcoords="offset points", ha="center",
@@ -121,7 +126,8 @@ def comparison_chart(s: Summary, path: Path) -> bool:
     ax.set_yticks(y, [versus(s, a, b) for a, b in zip(t["setting"], t["reference"])])
     ax.set_ylim(-0.7, len(t) - 0.3)
     unit = " (pp)" if s.percent else ""
-    ax.set_xlabel(f"Δ {s.metric}{unit}, mean difference with 95 % CI ({'higher' if s.higher_is_better else 'lower'} "
+    what = f"CI adjusted like the p-values ({o['adjust']})" if adjusted else "unadjusted 95 % CI"
+    ax.set_xlabel(f"Δ {s.metric}{unit}, mean difference with {what} ({'higher' if s.higher_is_better else 'lower'} "
                   "is better)")
     ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()

@@ -5,7 +5,7 @@ surfaces).
     python -m src.analysis.landscape relu swish cos seu [--out landscape.png] [--layers 6] [--width 64]
                                      [--seed 0] [--range 5] [--points 200] [--csv landscape.csv]
 
-(``python -m src.landscape`` is an alias.)
+(installed as ``imgcls-landscape``: ``imgcls-landscape relu swish cos seu``.)
 
 The network is fully connected: 2 inputs (x, y) → ``layers`` hidden layers of ``width`` units,
 each followed by the activation → 1 output. Its weights are drawn once per seed, in float64, from
@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from src.models.activations import activation_factory, available_activations
-from src.analysis.activations_plot import activation_parser, parse_entry
+from src.analysis.activations_plot import activation_parser
+from src.run_figures import parse_entry
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -4,7 +4,7 @@ the best mean in bold; a dagger on every setting whose difference from the refer
 significant after adjustment, with a footnote naming the test and the correction."""
 from __future__ import annotations
 
-from src.analysis.comparisons import compared
+from src.analysis.comparisons import compared, integrity_notes
 from src.analysis.summary import Summary
 from src.analysis.tables import ADJUST_NAMES, best_row, fmt_delta, fmt_p, mean_std, reference_name
 
@@ -19,6 +19,13 @@ def escape(text: str) -> str:
 def _math(cell: str) -> str:
     """Unicode from the shared cell formats into LaTeX."""
     return cell.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+
+
+def _unicode_math(text: str) -> str:
+    """The notes' Greek letters and symbols as LaTeX math (pdflatex has no glyphs for them)."""
+    for u, tex in (("α", r"$\alpha$"), ("Δ", r"$\Delta$"), ("±", r"$\pm$"), ("·", r"$\cdot$"), ("≥", r"$\geq$")):
+        text = text.replace(u, tex)
+    return text
 
 
 def latex(s: Summary) -> str:
@@ -63,10 +70,12 @@ def latex(s: Summary) -> str:
         mark = r"$^\dagger$ " if significant else ""
         notes.append(rf"{mark}Different from {escape(reference_name(s))} at $\alpha = {o['alpha']:g}$: "
                      rf"{escape(tests)}-test (paired by seed when both settings ran the same seeds, else Welch), "
-                     rf"{ADJUST_NAMES[adj]}-adjusted over {o['comparisons']} comparison(s); 95\% CI of $\Delta$ "
-                     r"unadjusted.")
+                     rf"{ADJUST_NAMES[adj]}-adjusted over {o['comparisons']} comparison(s); "
+                     + (r"CI of $\Delta$ adjusted alike." if o.get("ci") == "adjusted" else
+                        r"95\% CI of $\Delta$ unadjusted."))
         if not significant:
             notes[-1] = "No difference is significant. " + notes[-1].replace("Different from", "Tested against")
+    notes += [_unicode_math(escape(n)) for n in integrity_notes(s)]
     if notes:
         lines += [r"\par\smallskip", r"{\footnotesize " + " ".join(notes) + "}"]
     lines.append(r"\end{table}")

@@ -17,7 +17,8 @@ counts; written at test time) and writes into the directory (or ``--out``):
 
 Settings are grouped as in ``python -m src.analysis.report`` (every swept key but the seed, or ``--by``).
 ``--reference k=v[,k2=v2]`` compares each setting with the one that has these values and the same
-values of the other keys (default: the first setting). ``python -m src.per_class`` is an alias.
+values of the other keys (default: the first setting). Installed as ``imgcls-per-class``
+(``imgcls-per-class <sweep_dir> --by activation``).
 """
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from src.analysis.summary import Summary, label, reference_map, summarize
-
-CONFUSION_FILE = "test_confusion.csv"
+from src.run_figures import CONFUSION_CSV as CONFUSION_FILE  # the name the runs write it under
 
 
 @dataclass

@@ -7,10 +7,11 @@ against a reference with a verdict, and the figures.
     python -m src.analysis.report <sweep_dir> --plot-vs model.depth --train-vs-test
     python -m src.analysis.report <sweep_1> <sweep_2> --out merged/     # e.g. a later sweep that added seeds
 
-(``python -m src.report`` is an alias.) Reads every ``metrics.json`` below the sweep directories
-(and notices run folders that never wrote one), groups the runs by the overrides that differ
-between them (the seed, paths and run-control keys aside; several sweeps merge by these overrides,
-a run of the same setting and seed counted once) and writes into the sweep directory (or ``--out``):
+(``imgcls-report <sweep_dir> ...`` is the same command, installed by ``pip install -e .``.) Reads
+every ``metrics.json`` below the sweep directories (and notices run folders that never wrote one),
+groups the runs by the overrides that differ between them (the seed, paths and run-control keys
+aside; several sweeps merge by these overrides, a run of the same setting and seed counted once)
+and writes into the sweep directory (or ``--out``):
 
 - ``summary.md`` / ``summary.csv`` / ``summary.tex``: per setting n, mean, SD, the t-interval of the
   mean, median, min, max (IQM and a BCa bootstrap interval from 10 seeds on), failed / diverged /
@@ -44,7 +45,8 @@ def write_report(sweep_dir: Path | list[Path], metric: str = "test/acc", by: lis
                  out_dir: Path | None = None, plots: bool = True, console=None, show: bool = True,
                  show_problems: bool = True, plot_vs: list[str] | None = None, train_vs_test: bool = False,
                  reference: str | None = None, alpha: float = 0.05, adjust: str = "holm",
-                 equivalence: float | None = None, target_delta: float | None = None) -> Summary:
+                 equivalence: float | None = None, target_delta: float | None = None,
+                 ci: str = "unadjusted") -> Summary:
     """The tables and figures of one sweep, or of several merged (a list). ``plot_vs``: keys to plot
     the metric against (``vs_<key>.png/.csv``); None picks every swept numeric key with at least 3
     values, [] none. ``train_vs_test``: also ``train_vs_test.png/.csv``. ``reference`` ...
@@ -54,8 +56,8 @@ def write_report(sweep_dir: Path | list[Path], metric: str = "test/acc", by: lis
     from src.analysis import vs_figures as vsf
     from src.analysis.latex import latex
 
-    check_options(alpha, adjust, equivalence, target_delta)
-    s = compare(summarize(sweep_dir, metric, by), reference, alpha, adjust, equivalence, target_delta)
+    check_options(alpha, adjust, equivalence, target_delta, ci)
+    s = compare(summarize(sweep_dir, metric, by), reference, alpha, adjust, equivalence, target_delta, ci)
     out = Path(out_dir or s.sweep_dir)
     keys = plot_vs if plot_vs is not None else (vsf.auto_vs_keys(s) if plots else [])
     vs = {x: vsf.vs_table(s, x) for x in keys}  # bad keys fail here, before anything is written
@@ -113,6 +115,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdicts (default 0.05)")
     g.add_argument("--equivalence", type=float, metavar="DELTA", help="also test equivalence within ±DELTA (two "
                    "one-sided tests), in the table's unit: percentage points for accuracies")
+    g.add_argument("--ci", default="unadjusted", metavar="unadjusted|adjusted",
+                   help="intervals of Δ: unadjusted 95 %% (default) or adjusted like the p-values, so that each "
+                   "excludes 0 exactly when its verdict is significant (the comparison figure always uses these "
+                   "under an adjustment)")
     g.add_argument("--target-delta", type=float, metavar="DELTA", help="the power estimate's seeds to detect this Δ "
                    "(table's unit) instead of the observed one")
     return p
@@ -126,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{bad[0]} is not a directory")
         if len(a.sweep_dirs) > 1 and a.out is None:
             raise ValueError(f"{len(a.sweep_dirs)} sweeps are merged into one report: say where it goes with --out DIR")
-        check_options(a.alpha, a.adjust, a.equivalence, a.target_delta)
+        check_options(a.alpha, a.adjust, a.equivalence, a.target_delta, a.ci)
         check_reference(a.reference)
         dirs = a.sweep_dirs if len(a.sweep_dirs) > 1 else a.sweep_dirs[0]
         s = write_report(dirs, a.metric, a.by, a.out, plots=not a.no_plots, plot_vs=a.plot_vs,
                          train_vs_test=a.train_vs_test, reference=a.reference, alpha=a.alpha, adjust=a.adjust,
-                         equivalence=a.equivalence, target_delta=a.target_delta)
+                         equivalence=a.equivalence, target_delta=a.target_delta, ci=a.ci)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -10,44 +10,20 @@ from pathlib import Path
 
 import pandas as pd
 
-# Keys that never define a setting: the seed and the cross-validation fold (what we average over)
-# and run control / locations.
-DROPPED_KEYS = {"seed", "data.fold", "resume", "overwrite", "ckpt_path", "jobs_per_gpu", "optimized_metric"}
-DROPPED_PREFIXES = ("hydra.", "hydra/", "paths.")
-DROPPED_SUFFIXES = ("_dir", ".dir", "_path", ".path")
+# which overrides define a setting: one rule for folder names, this table and the trackers
+from src.settings import is_setting as is_setting_key
+from src.settings import parse as parse_override
+from src.settings import setting_of
+
 METRIC_COLUMNS = ("test/acc", "test/loss", "val/acc_best", "val/acc_best_epoch", "epochs", "wall_time_s",
                   "epoch_time_mean_s", "train_images_per_s", "params")
-
-
 NOT_SET = "<not set>"
+PROVENANCE_COLUMNS = ("commit", "device", "precision", "torch")  # from metrics.json's provenance
 
 
 def as_text(value) -> str:
     """A cell as text, a missing one (None, NaN, pd.NA) as NOT_SET."""
     return NOT_SET if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)) else str(value)
-
-
-def parse_override(text: str) -> tuple[str, str] | None:
-    """'+a.b=c' -> ('a.b', 'c'); deletions ('~key') and bare words are no setting."""
-    if "=" not in text or text.startswith("~"):
-        return None
-    key, value = text.split("=", 1)
-    return key.lstrip("+"), value
-
-
-def is_setting_key(key: str, value: str | None = None) -> bool:
-    if key in DROPPED_KEYS or key.startswith(DROPPED_PREFIXES) or key.endswith(DROPPED_SUFFIXES):
-        return False
-    return not (value and value.startswith("/"))  # an absolute path is a location, not a setting
-
-
-def setting_of(overrides: list[str]) -> dict[str, str]:
-    out = {}
-    for o in overrides or []:
-        kv = parse_override(str(o))
-        if kv and is_setting_key(*kv):
-            out[kv[0]] = kv[1]
-    return out
 
 
 def seed_of(overrides: list[str], key: str = "seed"):
@@ -101,6 +77,15 @@ def load_runs(sweep_dir: Path, prefix: str = "") -> pd.DataFrame:
                "seed": seed if seed is not None else seed_of(overrides), "fold": seed_of(overrides, "data.fold"),
                "error": data.get("error")}
         row.update({k: data.get(k) for k in METRIC_COLUMNS})
+        row["val_is_test_split"] = data.get("val_is_test_split")  # a val/* metric is then a test-set pick
+        # where the run came from (src/provenance.py): what tells runs of one setting apart besides it
+        prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
+        row.update({k: prov.get(k) for k in PROVENANCE_COLUMNS})
+        # a debug run's numbers come from a batch or a few steps: listed among the problems, never
+        # tabled (runs recorded before status "debug" existed are known by their debug= override)
+        debug = data.get("debug") or seed_of(overrides, "debug")
+        if row["status"] in ("completed", "debug") and debug not in (None, "null"):
+            row.update(status="debug", error=row["error"] or f"a debug run ({debug}): no result")
         row.update({k: v for k, v in data.items() if k not in row and k != "seed"
                     and isinstance(v, (int, float)) and not isinstance(v, bool)})
         row.update({f"cfg:{k}": v for k, v in setting_of(overrides).items()})
@@ -118,7 +103,7 @@ def load_sweeps(sweep_dirs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     failed one, else the first in the order given (e.g. a later sweep that only added seeds)."""
     dirs = [Path(d) for d in sweep_dirs]
     if len(dirs) == 1:
-        return load_runs(dirs[0]), []
+        return without_debug(load_runs(dirs[0]), [])
     names = [d.name for d in dirs]
     prefixes = names if len(set(names)) == len(names) else [f"{i + 1}:{n}" for i, n in enumerate(names)]
     frames = [load_runs(d, p).assign(_source=i) for i, (d, p) in enumerate(zip(dirs, prefixes))]
@@ -144,7 +129,19 @@ def load_sweeps(sweep_dirs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
                         f"counted once, a completed one or else the first given kept "
                         f"(e.g. {example['run']})")
         runs = runs.loc[sorted(keep)]
-    return runs.drop(columns=["_key", "_done", "_source"]).reset_index(drop=True), warnings
+    return without_debug(runs.drop(columns=["_key", "_done", "_source"]).reset_index(drop=True), warnings)
+
+
+def without_debug(runs: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Debug runs (status "debug": one batch, a few steps) are no results: left out of the table
+    with a one-line note. A sweep of nothing but debug runs (`-m debug=fdr`) keeps them, so that
+    its table says "no completed run" and lists each as debug instead of failing to find any run."""
+    debug = runs["status"] == "debug" if "status" in runs else pd.Series(False, index=runs.index)
+    if not debug.any() or debug.all():
+        return runs, warnings
+    note = (f"{int(debug.sum())} debug run(s) left out (a batch or a few steps: no result), "
+            f"e.g. {runs.loc[debug, 'run'].iloc[0]}")
+    return runs[~debug].reset_index(drop=True), [*warnings, note]
 
 
 # ------------------------------------------------------------------------------ command order

@@ -170,12 +170,37 @@ def mann_whitney_floor(n: int, m: int) -> float:
     return min(1.0, 2.0 / math.comb(n + m, n)) if n > 0 and m > 0 else math.nan
 
 
-def seeds_for_exact(alpha: float = ALPHA, paired: bool = True) -> int:
-    """The fewest seeds per setting at which the exact test can reach ``alpha`` at all."""
+def adjusted_floor(floor: float, comparisons: int = 1, method: str = "none") -> float:
+    """The smallest *adjusted* p an exact test can give when each of the table's comparisons is as
+    extreme as it can be (every p at its floor): Holm multiplies it by the number of comparisons,
+    BH leaves equal p-values as they are. A ‡ and "it can from N seeds" rest on this, not on the
+    unadjusted floor (6 of 6 seeds give p = 0.03125, but Holm over 2 comparisons makes it 0.0625)."""
+    if not math.isfinite(floor):
+        return floor
+    return float(adjust(np.full(max(1, comparisons), floor), method)[0])
+
+
+def seeds_for_exact(alpha: float = ALPHA, paired: bool = True, comparisons: int = 1, method: str = "none") -> int:
+    """The fewest seeds per setting at which the exact test can reach ``alpha`` at all, after the
+    table's adjustment over ``comparisons``."""
     n = 1
-    while (sign_flip_floor(n) if paired else mann_whitney_floor(n, n)) > alpha:
+    while adjusted_floor(sign_flip_floor(n) if paired else mann_whitney_floor(n, n), comparisons, method) >= alpha:
         n += 1
     return n
+
+
+def planning_alpha(alpha: float = ALPHA, comparisons: int = 1, method: str = "none") -> float:
+    """The per-comparison level the power numbers assume: α/m under an adjustment (the level of
+    Holm's first step and of Bonferroni; BH's smallest p meets the same), α without one."""
+    return alpha / max(1, comparisons) if ADJUST.get(method) else alpha
+
+
+def clip_interval(low: float, high: float, lo: float = -math.inf, hi: float = math.inf) -> tuple[float, float, bool]:
+    """An interval cut to the metric's range (an accuracy lies in [0, 1]); True when it was cut."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return low, high, False
+    cut = low < lo or high > hi
+    return max(low, lo), min(high, hi), cut
 
 
 def tost(a, b, margin: float, paired: bool) -> float:
@@ -189,9 +214,11 @@ def tost(a, b, margin: float, paired: bool) -> float:
     return float(p)
 
 
-def compare(a, b, paired: bool, higher_is_better: bool = True, equivalence: float | None = None) -> Comparison:
+def compare(a, b, paired: bool, higher_is_better: bool = True, equivalence: float | None = None,
+            confidence: float = CONFIDENCE) -> Comparison:
     """A against B. ``paired``: a[i] and b[i] come from the same seed (equal lengths). Tests need
-    at least 2 runs a side; with fewer, only the difference of means is given."""
+    at least 2 runs a side; with fewer, only the difference of means is given. ``confidence``: of
+    the interval of Δ (an adjusted one is wider than 95 %)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if paired and len(a) != len(b):
         raise ValueError(f"paired comparison needs equal lengths, got {len(a)} and {len(b)}")
@@ -200,7 +227,7 @@ def compare(a, b, paired: bool, higher_is_better: bool = True, equivalence: floa
         return c
     if paired:
         c.test, c.exact_test = "paired t", "sign-flip"
-        c.t, c.df, c.p, (c.ci_low, c.ci_high) = paired_t(a, b)
+        c.t, c.df, c.p, (c.ci_low, c.ci_high) = paired_t(a, b, confidence)
         c.exact_p, c.exact_all = sign_flip(a, b)
         c.exact_floor = sign_flip_floor(len(a))
         c.wins = float(np.sum(a > b) if higher_is_better else np.sum(a < b))
@@ -212,7 +239,7 @@ def compare(a, b, paired: bool, higher_is_better: bool = True, equivalence: floa
             c.ci_low = c.ci_high = c.delta
     else:
         c.test, c.exact_test = "Welch t", "Mann-Whitney"
-        c.t, c.df, c.p, (c.ci_low, c.ci_high) = welch_t(a, b)
+        c.t, c.df, c.p, (c.ci_low, c.ci_high) = welch_t(a, b, confidence)
         c.exact_floor = mann_whitney_floor(len(a), len(b))
         dof = len(a) + len(b) - 2
         c.sd = float(math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / dof))
@@ -239,6 +266,36 @@ def adjust(pvalues, method: str = "holm") -> np.ndarray:
         from statsmodels.stats.multitest import multipletests
 
         out[ok] = multipletests(p[ok], method=ADJUST[method])[1]
+    return out
+
+
+def interval_levels(pvalues, alpha: float = ALPHA, method: str = "holm") -> np.ndarray:
+    """Per comparison, the error level of a Δ interval that agrees with its adjusted verdict (the
+    interval at 1 − level excludes 0 exactly when the adjusted p is below α; NaN where no test).
+    none: α. Holm: the level of the comparison's own step, α/(m − j) for the j-th smallest p, and
+    after the first step that fails, that step's level (so the first interval is Bonferroni's
+    simultaneous one). BH: R·α/m for R rejections (α/m without any): Benjamini & Yekutieli's
+    false-coverage-rate intervals."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    if not ADJUST[method]:
+        out[ok] = alpha
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    if method == "holm":
+        failed = None
+        for j, i in enumerate(order):
+            level = alpha / (m - j) if failed is None else failed
+            if failed is None and not p[i] < level:
+                failed = level
+            out[i] = level
+        return out
+    rejected = int(np.sum(adjust(p[ok], method) < alpha))
+    out[ok] = max(rejected, 1) * alpha / m
     return out
 
 

@@ -7,13 +7,14 @@ diverged / missing counts and the mean epoch time. Values stay in the metric's o
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from src.analysis import stats
-from src.analysis.runs import is_number, load_sweeps, sweep_order, value_order
+from src.analysis.runs import as_text, is_number, load_sweeps, sweep_order, value_order
 
 FAILED_STATUSES = ("failed", "diverged", "missing")
 DESCRIBED = ("n", "mean", "std", "ci_low", "ci_high", "median", "min", "max", "iqm", "boot_low", "boot_high")
@@ -33,6 +34,8 @@ class Summary:
     sources: list[Path] = field(default_factory=list)  # every sweep merged, in the order given
     warnings: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)   # what compare() was asked (reference, alpha, adjust, ...)
+    pooled: dict = field(default_factory=dict)    # key -> values: varied among the runs, not a grouping key
+    folds: int = 0                                # k-fold: folds per seed, averaged within the seed
 
     @property
     def n_failed(self) -> int:
@@ -54,6 +57,15 @@ class Summary:
 
 def is_accuracy(metric: str) -> bool:
     return "acc" in metric.rsplit("/", 1)[-1] and not metric.endswith("_epoch")
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric's values can take: an accuracy [0, 1], a loss or a time [0, ∞)."""
+    if is_accuracy(metric):
+        return 0.0, 1.0
+    if any(w in metric for w in ("loss", "time", "epoch", "params")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def label(s: Summary, setting: str) -> str:
@@ -105,9 +117,29 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
 
     done = runs[completed & runs[metric].notna()]
     group_cols = key_cols or ["setting"]
-    described = done.groupby(group_cols, sort=False)[metric].apply(lambda v: pd.Series(stats.describe(v)))
-    described = described.unstack()[[*DESCRIBED, "interval"]] if len(done) else \
+    # keys that vary among the runs but do not group them: each row pools their values, and a
+    # comparison pairs runs on them (src/analysis/comparisons.py)
+    varying_now = [c[4:] for c in cfg_cols if runs[c].map(as_text).nunique() > 1]
+    pooled = {k: value_order(k, list(dict.fromkeys(runs[f"cfg:{k}"].map(as_text))), given_values)
+              for k in varying_now if k not in keys}
+    runs["_unit"] = _units(runs, pooled)
+    done = runs[completed & runs[metric].notna()]
+    lo, hi = metric_bounds(metric)
+    rows = {}
+    for group, g in done.groupby(group_cols, sort=False):
+        d = stats.describe(g.groupby("_unit", sort=False)[metric].mean())  # k-fold: folds of a seed averaged
+        for a, b in (("ci_low", "ci_high"), ("boot_low", "boot_high")):
+            d[a], d[b], cut = stats.clip_interval(d[a], d[b], lo, hi)
+            if cut and a == "ci_low":
+                d["interval"] = CLIPPED
+        if d["n"] == 2 and d["interval"] in ("t", CLIPPED):
+            d["interval"] = UNINFORMATIVE
+        rows[group if isinstance(group, tuple) else (group,)] = d
+    described = pd.DataFrame.from_dict(rows, orient="index")[[*DESCRIBED, "interval"]] if rows else \
         pd.DataFrame(columns=[*DESCRIBED, "interval"])
+    if rows:
+        described.index = pd.MultiIndex.from_tuples(described.index, names=group_cols) if len(group_cols) > 1 \
+            else pd.Index([i[0] for i in described.index], name=group_cols[0])
     epoch = done.groupby(group_cols, sort=False)["epoch_time_mean_s"].mean().rename("epoch_time_s")
     counts = pd.crosstab([runs[c] for c in group_cols], runs["status"])
     for st in FAILED_STATUSES:
@@ -132,8 +164,9 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
                                          for _, row in table.iterrows()])
     table.insert(len(keys) + 1, "metric", metric)
     problems = runs[runs["status"] != "completed"][["run", "status", "error"]]
+    folds = int(done.groupby("_unit")["fold"].nunique().max()) if "fold" in done and done["fold"].notna().any() else 0
     return Summary(dirs[0], metric, keys, common, table, runs, percent=is_accuracy(metric), problems=problems,
-                   sources=dirs, warnings=warnings)
+                   sources=dirs, warnings=warnings, pooled=pooled, folds=folds)
 
 
 def reference_map(s: Summary, reference: str | None) -> dict[str, str]:
@@ -171,15 +204,28 @@ def default_reference(s: Summary) -> str | None:
     return f"{s.keys[0]}={s.table[s.keys[0]].iloc[0]}" if s.keys and len(s.table) else None
 
 
+CLIPPED = "t, clipped to the metric's range"
+UNINFORMATIVE = "n = 2: uninformative"
+
+
+def _units(runs: pd.DataFrame, pooled: dict) -> pd.Series:
+    """Each run's unit of replication: its seed (the folds of one seed share their training data,
+    so they are averaged, never counted as seeds), with the values of the pooled keys (runs of one
+    seed at two depths are two units, paired on the depth). A run without a seed is its own unit."""
+    unit = runs["seed"].map(as_text)
+    for k in pooled:
+        unit = unit + f"|{k}=" + runs[f"cfg:{k}"].map(as_text)
+    return unit.where(runs["seed"].notna(), "run:" + runs["path"].astype(object).map(str))
+
+
 def run_values(s: Summary, setting: str) -> pd.DataFrame:
-    """The completed runs of one setting with a value of the metric: columns seed and value. With
-    k-fold runs "seed" is the replicate (seed, fold), the unit two settings are paired on."""
+    """One value per unit of replication of a setting (its completed runs, the folds of a seed
+    averaged): columns seed (the unit: the seed, with the pooled keys' values) and value, the unit
+    two settings are paired on."""
     r = s.runs[(s.runs["setting"] == setting) & (s.runs["status"] == "completed") & s.runs[s.metric].notna()]
-    seed = r["seed"]
-    if "fold" in r and r["fold"].notna().any():
-        seed = [f"{a}/fold={'' if pd.isna(b) else b}" for a, b in zip(seed, r["fold"])]
-        seed = pd.Series(seed, index=r.index)
-    return pd.DataFrame({"seed": seed.to_numpy(), "value": r[s.metric].to_numpy(float)})
+    unit = r["_unit"] if "_unit" in r else r["seed"].map(as_text)
+    v = r[s.metric].astype(float).groupby(unit.to_numpy(), sort=False).mean()
+    return pd.DataFrame({"seed": v.index.to_numpy(), "value": v.to_numpy(float)})
 
 
 # -------------------------------------------------------------------------------- epoch logs

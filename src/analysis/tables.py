@@ -8,8 +8,8 @@ import math
 
 import pandas as pd
 
-from src.analysis.comparisons import compared, notice
-from src.analysis.summary import Summary, label
+from src.analysis.comparisons import compared, integrity_notes, notice
+from src.analysis.summary import CLIPPED, UNINFORMATIVE, Summary, label
 
 EXACT_FLOOR_MARK = "‡"   # the exact test cannot reach alpha at this n, however clear the result
 DISAGREE_MARK = "≠"      # the exact test and the t-test fall on different sides of alpha
@@ -36,9 +36,9 @@ def mean_std(mean, std, percent: bool) -> str:
 
 
 def fmt_interval(low, high, percent: bool, why: str = "") -> str:
-    if _nan(low) or _nan(high):
-        return why if why and why != "t" else "–"
-    return f"[{fmt(low, percent)}, {fmt(high, percent)}]"
+    if why == UNINFORMATIVE or _nan(low) or _nan(high):
+        return why if why and why not in ("t", CLIPPED) else "–"
+    return f"[{fmt(low, percent)}, {fmt(high, percent)}]" + (" (clipped)" if why == CLIPPED else "")
 
 
 def fmt_signed(value, percent: bool) -> str:
@@ -195,6 +195,8 @@ def markdown(s: Summary) -> str:
         if note:
             lines += ["", f"**Note:** {note}"]
         lines += comparison_details(s)
+    for n in integrity_notes(s):
+        lines += ["", n]
     for w in s.warnings:
         lines += ["", f"Warning: {w}"]
     if len(s.problems):
@@ -236,6 +238,8 @@ def print_table(s: Summary, console=None, show_problems: bool = True) -> None:
     note = notice(s) if len(compared(s)) else None
     if note:
         console.print(f"[yellow]Note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    for n in integrity_notes(s):
+        console.print(n, highlight=False, soft_wrap=True)
     for w in s.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     for _, p in (s.problems.iterrows() if show_problems else ()):

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
+# the data.augment presets of build_augment (src/config_schema.py offers the same choices)
+AUGMENT_PRESETS = ("none", "flip", "crop_flip", "scale_rotate", "crop_flip_scale_rotate")
 
 
 def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True, crop: bool = True) -> torch.Tensor:

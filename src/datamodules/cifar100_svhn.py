@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from src.datamodules.sources import Splits, _decode_folder, _download_mode, _missing, _one_line
+from src.datamodules.sources import DataSource, Request, Splits, _decode_folder, _download_mode, _missing, _one_line
 from src.errors import ConfigError, DataError
 
 SVHN_EXTRA = 531_131  # images in extra_32x32.mat
+LABEL_TYPES = ("fine", "coarse")  # CIFAR-100's data.label_type (src/config_schema.py checks against it)
 
 
 def _unpickle(path: Path) -> dict:
@@ -25,12 +26,23 @@ def _unpickle(path: Path) -> dict:
                         f"restore it from the original archive") from None
 
 
-def load_cifar100(root: Path, download, cache_dir=None, label_type: str = "fine", skip_bad_images: bool = False,
-                  **_) -> Splits:
+class CIFAR100(DataSource):
     """``cifar-100-python/{train,test,meta}`` (fine labels, or the 20 superclasses with
-    ``label_type=coarse``) or the image tree ``cifar-100-images/{train,test}/<fine class>/*``."""
-    if label_type not in ("fine", "coarse"):
-        raise ConfigError(f"data.label_type={label_type!r} is not valid: use fine (100 classes) or coarse (20)")
+    ``label_type=coarse``) or the image tree ``cifar-100-images/{train,test}/<fine class>/*``
+    (``skip_bad_images``: skip its unreadable files, saying how many, instead of stopping)."""
+    name, known_counts = "cifar100", (50_000, 10_000)
+
+    def __init__(self, label_type: str = "fine", skip_bad_images: bool = False):
+        if label_type not in LABEL_TYPES:
+            raise ConfigError(f"data.label_type={label_type!r} is not valid: use fine (100 classes) or coarse (20)")
+        self.label_type, self.skip_bad_images = label_type, skip_bad_images
+
+    def load(self, request: Request) -> Splits:
+        return _load_cifar100(request.data_dir, request.download, request.cache_dir, self.label_type,
+                              self.skip_bad_images)
+
+
+def _load_cifar100(root: Path, download, cache_dir, label_type: str, skip_bad_images: bool) -> Splits:
     tree, pickles = root / "cifar-100-images", root / "cifar-100-python"
     if (tree / "train").is_dir() and (tree / "test").is_dir() and not pickles.is_dir():
         if label_type == "coarse":
@@ -76,9 +88,23 @@ def _read_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), torch.from_numpy(y)
 
 
-def load_svhn(root: Path, download, svhn_extra: bool = False, **_) -> Splits:
-    """``SVHN/{train,test}_32x32.mat`` (+ ``extra_32x32.mat`` with ``svhn_extra=true``: 531,131 more
+class SVHN(DataSource):
+    """``SVHN/{train,test}_32x32.mat`` (+ ``extra_32x32.mat`` with ``extra=True``: 531,131 more
     training images); labels 0-9 with the digit 0 as class 0."""
+    name = "svhn"
+
+    def __init__(self, extra: bool = False):
+        self.extra = extra
+
+    @property
+    def known_counts(self) -> tuple[int, int]:
+        return 73_257 + (SVHN_EXTRA if self.extra else 0), 26_032
+
+    def load(self, request: Request) -> Splits:
+        return _load_svhn(request.data_dir, request.download, self.extra)
+
+
+def _load_svhn(root: Path, download, svhn_extra: bool) -> Splits:
     base = root / "SVHN"
     wanted = ["train", "test"] + (["extra"] if svhn_extra else [])
     expected = f"{base}/{{{','.join(wanted)}}}_32x32.mat"

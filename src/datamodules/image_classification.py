@@ -1,5 +1,6 @@
-"""One LightningDataModule for every dataset: the whole dataset lives in memory (or on the GPU)
-as uint8 tensors; batches are sliced from it and augmented/normalised batched on the device."""
+"""One LightningDataModule for every dataset, read by the DataSource it is given (sources.py): the
+whole dataset lives in memory (or on the GPU) as uint8 tensors; batches are sliced from it and
+augmented/normalised batched on the device."""
 from __future__ import annotations
 
 import os
@@ -10,10 +11,9 @@ import lightning as L
 import torch
 
 from src.datamodules.augment import build_augment, normalize
-from src.datamodules.image_folder import channel_stats, resolve_root
+from src.datamodules.image_folder import channel_stats
 from src.datamodules.loader import TensorBatchLoader, eval_steps, shard_bounds
-from src.datamodules.registry import LOADERS, known_counts
-from src.datamodules.sources import Splits
+from src.datamodules.sources import DataSource, Request, Splits
 from src.datamodules.splits import _check_fraction, stratified_holdout, stratified_kfold, stratified_subset
 from src.datamodules.cache import gib
 from src.datamodules.views import View, place
@@ -23,7 +23,9 @@ from src.errors import ConfigError, DataError
 def check_shared_gpu_fits(nbytes: int, gpu_bytes: int, jobs_per_gpu: int | None = None) -> None:
     """A sweep packing k jobs on one GPU (``jobs_per_gpu``) keeps k copies of the dataset there:
     refuse when they would take more than half of the GPU, before the first copy is made."""
-    k = jobs_per_gpu or int(os.environ.get("IMGCLS_SWEEP_JOBS_PER_GPU", "1") or 1)
+    from src import env
+
+    k = jobs_per_gpu or int(env.get(env.ENV_PER_GPU, "1") or 1)
     if k > 1 and nbytes * k > gpu_bytes // 2:
         raise ConfigError(f"jobs_per_gpu={k} would keep {k} copies of this {nbytes / 2**30:.2f} GiB dataset on a "
                           f"{gpu_bytes / 2**30:.0f} GiB GPU (over half of it): lower jobs_per_gpu, or set "
@@ -33,7 +35,7 @@ def check_shared_gpu_fits(nbytes: int, gpu_bytes: int, jobs_per_gpu: int | None 
 class ImageClassificationDataModule(L.LightningDataModule):
     def __init__(
         self,
-        name: str,
+        source: DataSource,
         data_dir: str = "data",
         cache_dir: str | None = None,
         download: str | bool = "auto",
@@ -65,21 +67,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
         std: Sequence[float] | None = (0.5,),
         seed: int | None = 0,
         verify_counts: bool = True,
-        synthetic_sizes: Sequence[int] = (50_000, 10_000),
         folds: int = 0,
         fold: int = 0,
-        root: str | None = None,
-        test_size: float = 0.2,
-        split_seed: int = 0,
-        skip_bad_images: bool = False,
-        label_type: str = "fine",
-        svhn_extra: bool = False,
         batch_size_is_global: bool = False,
     ):
         super().__init__()
         # Everything is checked here, before a file is opened.
-        if name not in LOADERS:
-            raise ConfigError(f"unknown data.name '{name}': choose one of {', '.join(LOADERS)}")
+        if not isinstance(source, DataSource):  # e.g. a source: node without a _target_
+            raise ConfigError(f"data.source must build a DataSource (its _target_: a class of src/datamodules/), "
+                              f"got {type(source).__name__}")
         _check_fraction("train_fraction", train_fraction)
         _check_fraction("test_fraction", test_fraction)
         if batch_size < 1:
@@ -103,15 +99,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if folds and val_size:
             raise ConfigError(f"data.folds={folds} validates on a fold: set data.val_size=0 (the test split stays "
                               f"apart and is tested as well)")
-        if not (0 < test_size < 1 or (test_size >= 1 and float(test_size).is_integer())):
-            raise ConfigError(f"data.test_size={test_size} must be a fraction (0 < f < 1) or a count of images")
-        self.folds, self.fold, self.test_size, self.split_seed = folds, fold, test_size, split_seed
-        self.skip_bad_images, self.label_type, self.svhn_extra = skip_bad_images, label_type, svhn_extra
-        self.root = str(resolve_root(root, data_dir)) if name == "image_folder" else root
-        if name == "image_folder" and not Path(self.root).is_dir():
-            raise DataError(f"image folder {self.root} not found: point data.root at a folder of <class>/ "
-                            f"folders (absolute, or relative to paths.data_dir)")
-        self.name, self.data_dir, self.cache_dir, self.download = name, Path(data_dir), cache_dir, download
+        self.folds, self.fold = folds, fold
+        self.source, self.name = source, source.name
+        self.data_dir, self.cache_dir, self.download = Path(data_dir), cache_dir, download
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.grayscale = grayscale
         # per process (per GPU) unless batch_size_is_global: then divided by the world size in setup()
@@ -125,7 +115,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.train_fraction, self.test_fraction = train_fraction, test_fraction
         self.val_size, self.merge_val_into_train = val_size, merge_val_into_train
         self.on_device, self.seed, self.verify_counts = on_device, seed, verify_counts
-        self.synthetic_sizes = synthetic_sizes
         self.mean = self.std = None  # null: computed from the training split in setup()
         if mean is not None:
             self._set_stats(mean, std)
@@ -144,12 +133,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> Splits:
-        s = LOADERS[self.name](self.data_dir, self.download, cache_dir=self.cache_dir, image_size=self.image_size,
-                               grayscale=self.grayscale, channels=self.channels, num_classes=self.num_classes,
-                               sizes=self.synthetic_sizes, folder=self.root, test_size=self.test_size,
-                               split_seed=self.split_seed, skip_bad_images=self.skip_bad_images,
-                               label_type=self.label_type, svhn_extra=self.svhn_extra)
-        known_train, known_test = known_counts(self.name, self.svhn_extra)
+        s = self.source.load(Request(self.data_dir, self.download, self.cache_dir, self.image_size, self.channels,
+                                     self.grayscale, self.num_classes))
+        known_train, known_test = self.source.known_counts or (None, None)
         for split, x, index, y, known in (("train", s.train_x, s.train_index, s.train_y, known_train),
                                           ("test", s.test_x, s.test_index, s.test_y, known_test)):
             n = len(x if index is None else index)

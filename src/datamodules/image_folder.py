@@ -16,7 +16,7 @@ import torch
 
 from src.datamodules.cache import write_meta
 from src.datamodules.decode import decode_folder
-from src.datamodules.sources import Splits
+from src.datamodules.sources import DataSource, Request, Splits
 from src.datamodules.splits import stratified_holdout
 from src.errors import ConfigError, DataError
 
@@ -82,22 +82,38 @@ def _stats(x, rows, meta: dict, tag: str, cache_dir) -> tuple[list, list]:
     return tuple(known[tag])
 
 
-def load_image_folder(data_dir: Path, download=None, folder=None, image_size: int = 64, grayscale: bool = False,
-                      cache_dir=None, test_size: float = 0.2, split_seed: int = 0, skip_bad_images: bool = False,
-                      **_) -> Splits:
-    train_dir, test_dir = layout(resolve_root(folder, data_dir))
-    tx, ty, classes, meta = decode_folder(train_dir, image_size, grayscale, cache_dir, skip_bad_images)
-    if test_dir is not None:
-        vx, vy, test_classes, _ = decode_folder(test_dir, image_size, grayscale, cache_dir, skip_bad_images)
-        if test_classes != classes:
-            raise DataError(f"{test_dir} and {train_dir} hold different class folders "
-                            f"({', '.join(sorted(set(test_classes) ^ set(classes))[:5])} in only one): "
-                            f"give both the same <class>/ folders")
-        mean, std = _stats(tx, None, meta, "all", cache_dir)
-        return Splits(tx, ty, vx, vy, classes, mean=mean, std=std)
-    if len(classes) < 2:
-        raise DataError(f"{train_dir} holds {len(classes)} class folder(s): a classifier needs at least 2")
-    train_idx, test_idx = stratified_holdout(ty, test_size, split_seed, what="data.test_size", held="test")
-    mean, std = _stats(tx, train_idx, meta, f"test_size={test_size},split_seed={split_seed}", cache_dir)
-    return Splits(tx, ty[train_idx], tx, ty[test_idx], classes, train_index=train_idx, test_index=test_idx,
-                  mean=mean, std=std)
+class ImageFolder(DataSource):
+    """``root`` (absolute, or relative to ``data_dir``) in either layout of the module docstring;
+    ``test_size`` (a fraction or a count) and ``split_seed`` cut the single-folder layout's test
+    split; ``skip_bad_images``: skip unreadable files, saying how many, instead of stopping."""
+    name = "image_folder"
+
+    def __init__(self, root: str | None = None, data_dir: str = "data", test_size: float = 0.2, split_seed: int = 0,
+                 skip_bad_images: bool = False):
+        if not (0 < test_size < 1 or (test_size >= 1 and float(test_size).is_integer())):
+            raise ConfigError(f"data.test_size={test_size} must be a fraction (0 < f < 1) or a count of images")
+        self.root = resolve_root(root, data_dir)
+        if not self.root.is_dir():
+            raise DataError(f"image folder {self.root} not found: point data.root at a folder of <class>/ "
+                            f"folders (absolute, or relative to paths.data_dir)")
+        self.test_size, self.split_seed, self.skip_bad_images = test_size, split_seed, skip_bad_images
+
+    def load(self, request: Request) -> Splits:
+        size, gray, cache_dir, skip = request.image_size, request.grayscale, request.cache_dir, self.skip_bad_images
+        train_dir, test_dir = layout(self.root)
+        tx, ty, classes, meta = decode_folder(train_dir, size, gray, cache_dir, skip)
+        if test_dir is not None:
+            vx, vy, test_classes, _ = decode_folder(test_dir, size, gray, cache_dir, skip)
+            if test_classes != classes:
+                raise DataError(f"{test_dir} and {train_dir} hold different class folders "
+                                f"({', '.join(sorted(set(test_classes) ^ set(classes))[:5])} in only one): "
+                                f"give both the same <class>/ folders")
+            mean, std = _stats(tx, None, meta, "all", cache_dir)
+            return Splits(tx, ty, vx, vy, classes, mean=mean, std=std)
+        if len(classes) < 2:
+            raise DataError(f"{train_dir} holds {len(classes)} class folder(s): a classifier needs at least 2")
+        test_size, split_seed = self.test_size, self.split_seed
+        train_idx, test_idx = stratified_holdout(ty, test_size, split_seed, what="data.test_size", held="test")
+        mean, std = _stats(tx, train_idx, meta, f"test_size={test_size},split_seed={split_seed}", cache_dir)
+        return Splits(tx, ty[train_idx], tx, ty[test_idx], classes, train_index=train_idx, test_index=test_idx,
+                      mean=mean, std=std)

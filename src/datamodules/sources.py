@@ -1,13 +1,24 @@
-"""Readers for the on-disk datasets, through torchvision's own dataset classes.
+"""Where the images come from: one ``DataSource`` class per dataset, with its own options and the
+split sizes of its complete copy. ``conf/data/<name>.yaml`` names the class in its ``source:`` node;
+the data module asks it for the whole dataset (``load(Request) -> Splits``): uint8 tensors
+[N,C,H,W] and int64 labels for the train and test splits.
 
-Each reader returns the whole dataset as uint8 tensors [N,C,H,W] and int64 labels for the train
-and test splits. ``download``: ``auto`` uses local files when present and torchvision's download
-otherwise; ``False`` never touches the network.
+Here: the interface, MNIST, Fashion-MNIST, CIFAR-10 (read through torchvision's own dataset
+classes), horses-or-humans and random images; CIFAR-100 and SVHN in cifar100_svhn.py, the user's
+own folders in image_folder.py. ``download``: ``auto`` uses local files when present and
+torchvision's download otherwise; ``False`` never touches the network.
+
+A new dataset is a DataSource subclass (here, or in a module of its own) and a
+``conf/data/<name>.yaml`` that starts from ``base/datamodule@_here_`` and names the class in its
+``source:`` node; an option of the dataset goes beside the data module's (``data.<option>``, for
+the command line) and into ``source:`` as ``${data.<option>}``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torchvision import datasets
@@ -34,6 +45,31 @@ class Splits:
     test_index: torch.Tensor | None = None
     mean: list[float] | None = None  # per-channel statistics of the training split, when computed
     std: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the data module asks of a source: where the files are, and the images it expects (a
+    source of fixed-size files may ignore the latter: the data module checks what comes back)."""
+    data_dir: Path
+    download: str | bool = "auto"
+    cache_dir: str | None = None
+    image_size: int = 32
+    channels: int = 3
+    grayscale: bool = False
+    num_classes: int = 10
+
+
+class DataSource(ABC):
+    """One dataset: its options are its constructor's parameters, checked there (before any file
+    is read: the command-line pre-check builds the data module without loading it)."""
+    name: str = ""  # in messages; the data.name of the config that uses it
+    # images in the (train, test) splits of a complete copy (data.verify_counts); None: any
+    known_counts: tuple[int, int] | None = None
+
+    @abstractmethod
+    def load(self, request: Request) -> Splits:
+        """The whole dataset; a missing or broken copy raises DataError in one line."""
 
 
 def _download_mode(download) -> bool:
@@ -96,12 +132,19 @@ def _read_idx(cls, root: Path, name: str, download: bool) -> Splits:
                   te.targets.long(), list(tr.classes))
 
 
-def load_mnist(root: Path, download, **_) -> Splits:
-    return _read_idx(datasets.MNIST, root, "MNIST", _download_mode(download))
+class MNIST(DataSource):
+    """Raw IDX files in ``MNIST/raw/``."""
+    name, known_counts = "mnist", (60_000, 10_000)
+    reader = datasets.MNIST  # its class name is also the folder's
+
+    def load(self, request: Request) -> Splits:
+        return _read_idx(self.reader, request.data_dir, self.reader.__name__, _download_mode(request.download))
 
 
-def load_fashion_mnist(root: Path, download, **_) -> Splits:
-    return _read_idx(datasets.FashionMNIST, root, "FashionMNIST", _download_mode(download))
+class FashionMNIST(MNIST):
+    """Raw IDX files in ``FashionMNIST/raw/``."""
+    name = "fashion_mnist"
+    reader = datasets.FashionMNIST
 
 
 class _CIFAR10Pickles(datasets.CIFAR10):
@@ -125,8 +168,20 @@ def _decode_folder(folder: Path, image_size, grayscale: bool, cache_dir, skip_ba
     return x, y, classes
 
 
-def load_cifar10(root: Path, download, cache_dir=None, skip_bad_images: bool = False, **_) -> Splits:
-    """Either layout: the official python batches or an image-folder tree of JPEG/PNG files."""
+class CIFAR10(DataSource):
+    """Either layout: the official python batches ``cifar-10-batches-py/`` or an image tree
+    ``cifar-10-images/{train,test}/<class>/*`` of JPEG/PNG files (``skip_bad_images``: skip an
+    unreadable file of the tree, saying how many, instead of stopping)."""
+    name, known_counts = "cifar10", (50_000, 10_000)
+
+    def __init__(self, skip_bad_images: bool = False):
+        self.skip_bad_images = skip_bad_images
+
+    def load(self, request: Request) -> Splits:
+        return _load_cifar10(request.data_dir, request.download, request.cache_dir, self.skip_bad_images)
+
+
+def _load_cifar10(root: Path, download, cache_dir, skip_bad_images: bool) -> Splits:
     download = _download_mode(download)
     tree, pickles = root / "cifar-10-images", root / "cifar-10-batches-py"
     if (tree / "train").is_dir() and (tree / "test").is_dir():
@@ -179,34 +234,49 @@ def _download_horses(base: Path) -> None:
         download_and_extract_archive(url, download_root=str(base / "_zips"), extract_root=str(base / split))
 
 
-def load_horses_or_humans(root: Path, download, image_size: int = 150, grayscale: bool = False,
-                          cache_dir=None, skip_bad_images: bool = False, **_) -> Splits:
+class HorsesOrHumans(DataSource):
     """``horse-or-human/{train,validation}/{horses,humans}``; validation is the test split. The
-    300x300 originals are resized once, when decoded (decode.RESIZE_FILTER)."""
-    base = root / "horse-or-human"
-    expected = f"{base}/{{train,validation}}/{{horses,humans}}/*.png"
-    have = (base / "train").is_dir() and (base / "validation").is_dir()
-    if not have:
-        if not _download_mode(download):
-            raise _missing("horses-or-humans", root, expected, "data.download=false")
-        try:
-            _download_horses(base)
-        except Exception as e:
-            raise _missing("horses-or-humans", root, expected, f"download failed: {_one_line(e)}") from None
-    tx, ty, classes = _decode_folder(base / "train", image_size, grayscale, cache_dir, skip_bad_images)
-    vx, vy, _ = _decode_folder(base / "validation", image_size, grayscale, cache_dir, skip_bad_images)
-    return Splits(tx, ty, vx, vy, classes)
+    300x300 originals are resized once, when decoded (decode.RESIZE_FILTER), to the requested
+    size (and to one channel when grayscale)."""
+    name, known_counts = "horses_or_humans", (1_027, 256)
+
+    def __init__(self, skip_bad_images: bool = False):
+        self.skip_bad_images = skip_bad_images
+
+    def load(self, request: Request) -> Splits:
+        root = request.data_dir
+        base = root / "horse-or-human"
+        expected = f"{base}/{{train,validation}}/{{horses,humans}}/*.png"
+        have = (base / "train").is_dir() and (base / "validation").is_dir()
+        if not have:
+            if not _download_mode(request.download):
+                raise _missing("horses-or-humans", root, expected, "data.download=false")
+            try:
+                _download_horses(base)
+            except Exception as e:
+                raise _missing("horses-or-humans", root, expected, f"download failed: {_one_line(e)}") from None
+        size, gray, cache, skip = request.image_size, request.grayscale, request.cache_dir, self.skip_bad_images
+        tx, ty, classes = _decode_folder(base / "train", size, gray, cache, skip)
+        vx, vy, _ = _decode_folder(base / "validation", size, gray, cache, skip)
+        return Splits(tx, ty, vx, vy, classes)
 
 
-def load_synthetic(root: Path, download, image_size: int = 32, grayscale: bool = False, channels: int = 3,
-                   num_classes: int = 10, sizes=(50_000, 10_000), **_) -> Splits:
-    """Random uint8 images of a real dataset's shape, for throughput benchmarks (no files)."""
-    g = torch.Generator().manual_seed(0)
-    c = 1 if grayscale else channels
+class Synthetic(DataSource):
+    """Random uint8 images of the requested shape and class count, ``sizes`` = (train, test) images:
+    for throughput benchmarks, since speed does not depend on pixel values (no files)."""
+    name = "synthetic"
 
-    def split(n):
-        return (torch.randint(0, 256, (n, c, image_size, image_size), dtype=torch.uint8, generator=g),
-                torch.randint(0, num_classes, (n,), generator=g))
+    def __init__(self, sizes: Sequence[int] = (50_000, 10_000)):
+        self.sizes = (int(sizes[0]), int(sizes[1]))
 
-    (tx, ty), (vx, vy) = split(int(sizes[0])), split(int(sizes[1]))
-    return Splits(tx, ty, vx, vy, [str(i) for i in range(num_classes)])
+    def load(self, request: Request) -> Splits:
+        g = torch.Generator().manual_seed(0)
+        c = 1 if request.grayscale else request.channels
+        size, k = request.image_size, request.num_classes
+
+        def split(n):
+            return (torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=g),
+                    torch.randint(0, k, (n,), generator=g))
+
+        (tx, ty), (vx, vy) = split(self.sizes[0]), split(self.sizes[1])
+        return Splits(tx, ty, vx, vy, [str(i) for i in range(k)])

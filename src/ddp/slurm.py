@@ -1,9 +1,7 @@
 """SLURM parameters of a DDP job (conf/hydra/launcher/slurm.yaml): one task per GPU, on
 `trainer.num_nodes` nodes, and Lightning's SLURMEnvironment takes the ranks from SLURM_PROCID.
-A job that is not DDP keeps one task. Registered as OmegaConf resolvers (src/resolvers.py)."""
+A job that is not DDP keeps one task. Registered as OmegaConf resolvers in src/resolvers.py."""
 from __future__ import annotations
-
-from omegaconf import OmegaConf
 
 from src.errors import ConfigError
 
@@ -25,12 +23,3 @@ def slurm_tasks_per_node(strategy, gpus_per_node, devices) -> int:
 
 def slurm_nodes(strategy, num_nodes) -> int:
     return int(num_nodes) if _is_ddp(strategy) else 1
-
-
-def register() -> None:
-    for name, fn in (("imgcls_slurm_tasks", slurm_tasks_per_node), ("imgcls_slurm_nodes", slurm_nodes)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
-register()

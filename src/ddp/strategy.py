@@ -22,11 +22,11 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from src import env
 from src.ddp.ranks import LAUNCH_VARS
-
-# set in the launching process once it has started ranks (its children inherit the value, which is
-# then not their own pid): the next job of a sequential sweep in that process clears what is left
-LAUNCHER_PID = "IMGCLS_DDP_LAUNCHER_PID"
+# LAUNCHER_PID is set in the launching process once it has started ranks (its children inherit the
+# value, which is then not their own pid): the next job of a sequential sweep there clears what is left
+from src.env import LAUNCHER_PID
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 
@@ -91,7 +91,7 @@ def forget_earlier_ranks() -> None:
     """In a process that started DDP ranks for an earlier job (a sequential sweep): end that job's
     process group and forget what the launcher put into the environment. With LOCAL_RANK still set,
     Lightning would take this job's ranks for started already and wait for them forever."""
-    if os.environ.get(LAUNCHER_PID) != str(os.getpid()):
+    if env.get(LAUNCHER_PID) != str(os.getpid()):
         return
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

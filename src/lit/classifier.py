@@ -15,6 +15,7 @@ from src.lit.clock import RunClock
 from src.lit.compile_state import graphs_compiled
 from src.lit.losses import IGNORE, build_loss, split_decay_groups
 from src.lit.mixing import build_mixer
+from src.lit.speed import speedup_of
 from src.lit.stage_stats import StageStats
 from src.lit.tta import check_tta
 
@@ -65,10 +66,6 @@ class ClassifierModule(L.LightningModule):
         # Plain Python state for metrics.json; filled once per epoch, never per step.
         self.best_val_epoch: int | None = None
         self.clock = RunClock()
-        # Set by the SpeedUp callback (src/lit/speed.py): compiled models time their warm-up calls apart
-        self.warmup_calls = 1
-        self.compile_info: dict = {"compiled": False, "compile_mode": None, "compile_fallback": None}
-        self.graphs_at_start = 0
         # First step whose loss was NaN/Inf, kept on the device so checking costs no per-step sync.
         self.register_buffer("_bad_step", torch.tensor(-1), persistent=False)
 
@@ -111,14 +108,11 @@ class ClassifierModule(L.LightningModule):
         return self._trainer is not None and getattr(self.trainer.optimizers[0], "in_second_pass", False)
 
     # ------------------------------------------------------------------ compile warm-up timing
-    @property
-    def compiled(self) -> bool:
-        """The model runs compiled (set up by SpeedUp; False again after an eager fallback)."""
-        return self.compile_info["compiled"]
-
     def _warmup_start(self, stage: str, batch) -> None:
-        if self.compiled:
-            self.clock.warmup_start(stage, batch[0].shape, self.warmup_calls, self.device, graphs_compiled)
+        # the compile state is the SpeedUp callback's (src/lit/speed.py): asked, never copied here
+        speedup = speedup_of(self._trainer)
+        if speedup is not None and speedup.compiled:
+            self.clock.warmup_start(stage, batch[0].shape, speedup.warmup_calls, self.device, graphs_compiled)
 
     def _warmup_end(self, batch) -> None:  # also after an eager fallback inside a warm-up call
         self.clock.warmup_end(self.device, graphs_compiled, batch[1].shape[0])
@@ -137,13 +131,6 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
         self._warmup_end(batch)
-
-    def compile_report(self) -> dict:
-        """For metrics.json: whether the model ran compiled, how many graphs that took, and how
-        many of them were compiled inside timed steps (0 when the batch shapes are static)."""
-        graphs = graphs_compiled() - self.graphs_at_start
-        return {**self.compile_info, "compile_graphs": graphs,
-                "graphs_compiled_while_timed": graphs - self.clock.warm_graphs}
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self._warmup_end(batch)
@@ -261,7 +248,7 @@ class ClassifierModule(L.LightningModule):
     def on_fit_start(self):
         tb = self._tensorboard()
         if tb is not None and self.activation is not None and self.hparams.log_images:
-            from src.plot_activations import activation_figure
+            from src.run_figures import activation_figure
 
             tb.add_figure("activation", activation_figure([self.activation]), 0)
 
@@ -276,26 +263,17 @@ class ClassifierModule(L.LightningModule):
         tb.add_image("train/images", make_grid(dm.denormalize(x[idx].float()).cpu(), nrow=8), 0)
 
     def _log_confusion(self) -> None:
-        """The test confusion matrix: a figure in TensorBoard and test_confusion.csv in the run dir
-        (rows = true class, columns = predicted), which per-class reports aggregate over seeds."""
-        dm = getattr(self.trainer, "datamodule", None)
-        labels = list(getattr(dm, "classes", []) or []) or None
-        counts = self.confusion.compute().cpu()
-        if self.trainer.is_global_zero and self.trainer.default_root_dir:
-            import pandas as pd
+        """The test confusion matrix: test_confusion.csv in the run dir (rows = true class, columns
+        = predicted), which per-class reports aggregate over seeds, and a figure in TensorBoard; both
+        from src/run_figures.py, where the trackers draw their PNG of it too."""
+        from src import run_figures
 
-            names = labels or [str(i) for i in range(counts.shape[0])]
-            path = Path(self.trainer.default_root_dir) / "test_confusion.csv"
-            pd.DataFrame(counts.numpy(), index=pd.Index(names, name="true"), columns=names).to_csv(path)
+        dm = getattr(self.trainer, "datamodule", None)
+        frame = run_figures.confusion_frame(self.confusion.compute().cpu().numpy(),
+                                            list(getattr(dm, "classes", []) or []))
+        if self.trainer.is_global_zero and self.trainer.default_root_dir:
+            run_figures.write_confusion(frame, Path(self.trainer.default_root_dir))
         tb = self._tensorboard()
         if tb is not None:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, _ = self.confusion.plot(val=counts, labels=labels)
-            fig.set_size_inches(8, 8)
-            tb.add_figure("test/confusion_matrix", fig, self.global_step)
-            plt.close(fig)
+            tb.add_figure("test/confusion_matrix", run_figures.confusion_figure(frame), self.global_step)
         self.confusion.reset()

@@ -33,6 +33,13 @@ class RunClock:
         self._warm: tuple | None = None     # (t0, graphs at t0, stage) while a warm-up call runs
         self.warm_graphs = 0                # graphs compiled during warm-up calls
         self._eval_excluded, self._eval_warm_images = 0.0, 0
+        # Sessions: the processes that trained this run. A run resumed from a checkpoint (after a
+        # kill -9 too) reports the wall time of all of them, not of its last one alone; what the
+        # earlier sessions spent travels in the checkpoint (state_dict), as far as their last
+        # checkpoint: work a killed session did after it was lost and is done again, counted once.
+        self.session_start = time.perf_counter()  # train() sets its own start here
+        self.wall_before_s = 0.0                  # earlier sessions, up to the checkpoint resumed from
+        self.sessions_before = 0
 
     # training epochs -------------------------------------------------------------------
     def start_epoch(self, device) -> None:
@@ -112,10 +119,20 @@ class RunClock:
             "compile_s": round(self.compile_s, 2),
         }
 
+    def sessions(self, session_wall_s: float) -> dict:
+        """metrics.json's resumed, sessions, wall_time_s (all sessions) and session_wall_time_s."""
+        return {"resumed": self.sessions_before > 0, "sessions": self.sessions_before + 1,
+                "wall_time_s": round(self.wall_before_s + session_wall_s, 3),
+                "session_wall_time_s": round(session_wall_s, 3)}
+
     def state_dict(self) -> dict:
         return {"epoch_times": self.epoch_times, "train_times": self.train_times,
-                "train_images": self.train_images, "compile_s": self.compile_s}
+                "train_images": self.train_images, "compile_s": self.compile_s,
+                "wall_s": self.wall_before_s + time.perf_counter() - self.session_start,
+                "sessions": self.sessions_before + 1}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch_times, self.train_times = list(state["epoch_times"]), list(state["train_times"])
         self.train_images, self.compile_s = state["train_images"], state.get("compile_s", 0.0)
+        # a checkpoint from before sessions were recorded: one earlier session, its time unknown
+        self.wall_before_s, self.sessions_before = state.get("wall_s", 0.0), state.get("sessions", 1)

@@ -15,6 +15,7 @@ import time
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import ConfigError
+from src.lit.speed import speedup_of
 
 QUICK_TRY = "python train.py experiment=mnist_lenet5"
 # An evaluation batch runs the forward pass only: about a third of a training step's
@@ -64,7 +65,7 @@ class DurationEstimate(Callback):
             return
         self._seen += 1
         # later epochs: only their first batch is skipped (the time before it is validation's)
-        warmup = self._warmup(pl_module) if self._first_epoch else 1
+        warmup = self._warmup(speedup_of(trainer)) if self._first_epoch else 1
         if self._seen == warmup:
             _sync(trainer)
             self._t0 = _now()
@@ -79,15 +80,16 @@ class DurationEstimate(Callback):
             self._finish(trainer)
         self._first_epoch = False
 
-    def _warmup(self, pl_module) -> int:
+    def _warmup(self, speedup) -> int:
+        """Batches to skip; ``speedup``: the trainer's SpeedUp callback (None: an eager model)."""
         if self.warmup is not None:
             return self.warmup
-        if not getattr(pl_module, "compiled", False):
+        if not getattr(speedup, "compiled", False):
             return 1
-        # compiled: the module's warm-up calls (compile; with CUDA graphs also the recording call, see
-        # SpeedUp) plus one as a margin: starting too early would count compile time into every
-        # epoch of the estimate, starting one step late costs nothing
-        return 1 + getattr(pl_module, "warmup_calls", 2)
+        # compiled: SpeedUp's warm-up calls per batch shape (compile; with CUDA graphs also the
+        # recording call) plus one as a margin: starting too early would count compile time into
+        # every epoch of the estimate, starting one step late costs nothing
+        return 1 + getattr(speedup, "warmup_calls", 2)
 
     def _finish(self, trainer) -> None:
         _sync(trainer)

@@ -30,6 +30,10 @@ class SoftmaxMSELoss(nn.Module):
         return (per_image * valid).sum() / valid.sum().clamp_min(1)
 
 
+# lit.loss: what build_loss builds (src/config_schema.py checks a config against it)
+LOSSES = ("ce", "mse")
+
+
 def build_loss(name: str, num_classes: int, label_smoothing: float = 0.0) -> nn.Module:
     if name == "ce":
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing, ignore_index=IGNORE)

@@ -2,20 +2,16 @@
 
 `compile`: off | auto | a torch.compile mode (default, reduce-overhead, max-autotune,
 max-autotune-no-cudagraphs). auto = reduce-overhead (inductor fusion + CUDA graphs) on a GPU and off
-on the CPU, where compiling costs more than it saves for short runs.
+on the CPU, where compiling costs more than it saves for short runs. The Trainer that carries the
+SpeedUp callback is built in src/lit/trainer.py; the compile bookkeeping is src/lit/compile_state.py.
 """
 from __future__ import annotations
-
-import logging
-import os
-import warnings
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import ConfigError
-from src.lit.trainer_options import reconcile
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -55,12 +51,28 @@ class SpeedUp(Callback):
     """channels_last weights (every conv then runs NHWC) and an in-place torch.compile of the model,
     so checkpoints keep their plain parameter names. Each run starts from a clean compiler state,
     asks the data module for static batch shapes when compiled (one graph for training, one for
-    evaluation) and, with ``compile=auto``, falls back to eager if compiling fails."""
+    evaluation) and, with ``compile=auto``, falls back to eager if compiling fails.
+
+    The run's compile state is this callback's own, not the LightningModule's: the module asks for
+    it through the trainer (:func:`speedup_of`) to time its warm-up calls apart, the duration
+    estimate to skip them, and metrics.json gets :meth:`report`."""
 
     def __init__(self, compile="auto", channels_last="auto", backend="inductor"):
         self.compile, self.channels_last, self.backend = compile, channels_last, backend
         resolve_compile(compile, torch.device("cpu"))  # validate now, before any data is read
         self._done = False
+        # compiled turns False again after an eager fallback (compile=auto), which says why
+        self.info: dict = {"compiled": False, "compile_mode": None, "compile_fallback": None}
+        self.warmup_calls = 1    # calls per batch shape that compile (CUDA graphs: and record)
+        self.graphs_at_start = 0  # Dynamo's process-wide graph count when this run began
+
+    @property
+    def compiled(self) -> bool:
+        """The model runs compiled (False before setup and after an eager fallback)."""
+        return self.info["compiled"]
+
+    def will_compile(self, device: torch.device) -> bool:
+        return resolve_compile(self.compile, device) is not None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._done:
@@ -70,73 +82,38 @@ class SpeedUp(Callback):
 
         device = trainer.strategy.root_device
         fresh_compiler_state(device)
-        pl_module.graphs_at_start = graphs_compiled()
+        self.graphs_at_start = graphs_compiled()
         if self.channels_last is True or (self.channels_last == "auto" and device.type == "cuda"):
             pl_module.model.to(memory_format=torch.channels_last)
         mode = resolve_compile(self.compile, device)
-        pl_module.compile_info = {"compiled": mode is not None, "compile_mode": mode, "compile_fallback": None}
+        self.info = {"compiled": mode is not None, "compile_mode": mode, "compile_fallback": None}
         if mode is None:
             return
 
         def on_fallback(exc: BaseException) -> None:
-            pl_module.compile_info.update(compiled=False, compile_fallback=fallback_warning(exc))
+            self.info.update(compiled=False, compile_fallback=fallback_warning(exc))
 
         auto = self.compile in ("auto", True)
         compile_in_place(pl_module.model, mode, _resolve_backend(self.backend), fallback=auto, on_fallback=on_fallback)
         # CUDA graph trees record a graph on its second call: both first calls are warm-up
-        pl_module.warmup_calls = 2 if mode == "reduce-overhead" and device.type == "cuda" else 1
+        self.warmup_calls = 2 if mode == "reduce-overhead" and device.type == "cuda" else 1
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "static_shapes"):
             dm.static_shapes = True
 
+    def report(self, warm_graphs: int) -> dict:
+        """For metrics.json: whether the model ran compiled, how many graphs that took, and how
+        many of them were compiled inside timed steps (0 when the batch shapes are static);
+        ``warm_graphs``: those compiled during the warm-up calls (the module's RunClock counts them)."""
+        from src.lit.compile_state import graphs_compiled
 
-def _no_cloud_tips(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("💡 Tip")  # Lightning's ads for its cloud services, every run
-
-
-# Warnings every run printed that no user can act on: Lightning 2.6's own use of a torch API that
-# torch 2.14 deprecates, the per-step logging interval (we log once per epoch, never per step), and
-# under DDP the advice to log with sync_dist: StageStats already sums its states over the processes,
-# so every rank logs the same global accuracy and loss (the timings are each rank's own).
-IRRELEVANT_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
-                       r"The number of training batches \(\d+\) is smaller than the logging interval",
-                       r"It is recommended to use `self\.log\('(train|val|test|test_tta|time)/")
+        graphs = graphs_compiled() - self.graphs_at_start
+        return {**self.info, "compile_graphs": graphs, "graphs_compiled_while_timed": graphs - warm_graphs}
 
 
-def _quiet() -> None:
-    for name in ("lightning_utilities.core.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-        if _no_cloud_tips not in logging.getLogger(name).filters:
-            logging.getLogger(name).addFilter(_no_cloud_tips)
-    for message in IRRELEVANT_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-
-
-def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
-                  compile_backend="inductor", **kwargs) -> L.Trainer:
-    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
-    In a parallel sweep's worker there is no progress bar, no model summary and no info notes: the
-    jobs share one terminal, where the sweep prints its status line (the parameter count is in
-    metrics.json)."""
-    _quiet()
-    if benchmark is None:
-        benchmark = not deterministic
-    callbacks = [*(callbacks or []), SpeedUp(compile, channels_last, compile_backend)]
-    if resolve_compile(compile, target_device(kwargs.get("accelerator", "auto"))) is not None:
-        # Lightning validates under torch.inference_mode(); compiling (and capturing CUDA graphs)
-        # there first and then training is a known PyTorch bug class (pytorch issue 135892)
-        kwargs["inference_mode"] = False
-    if os.environ.get("IMGCLS_SWEEP_PARENT_PID"):
-        from lightning.pytorch.callbacks import ProgressBar
-
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        kwargs["enable_progress_bar"] = False
-        kwargs["enable_model_summary"] = False
-        # Lightning's notes ("GPU available", "Restoring states") from every worker would bury the
-        # sweep's status line; warnings and errors still show
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    if kwargs.get("strategy") == "ddp":  # its ranks started as single runs of this Hydra job (src/ddp/)
-        from src.ddp.strategy import RunDDPStrategy
-
-        kwargs["strategy"] = RunDDPStrategy()
-    callbacks, kwargs = reconcile(callbacks, kwargs)  # flags win over callbacks, estimate line (trainer_options.py)
-    return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)
+def speedup_of(trainer) -> SpeedUp | None:
+    """The trainer's SpeedUp callback; None without a trainer, or for one not made by build_trainer
+    (src/lit/trainer.py), whose model then runs eagerly."""
+    if trainer is None:
+        return None
+    return next((c for c in trainer.callbacks if isinstance(c, SpeedUp)), None)

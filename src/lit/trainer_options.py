@@ -19,26 +19,10 @@ from lightning.pytorch.callbacks import (Callback, DeviceStatsMonitor, LearningR
                                          ModelSummary, ProgressBar, RichModelSummary)
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
+from src.log_filters import hide_summary_note
+
 # callbacks that raise "... with `Trainer` that has no logger" when there is none
 NEEDS_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
-
-# Lightning's note on finding our Summary, every run: nothing a user could act on
-SKIPPED_SUMMARY_NOTE = "Trainer already configured with model summary callbacks"
-
-
-class _HideNote(logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
-
-
-def _hide_note(prefix: str) -> None:
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _HideNote) and f.prefix == prefix for f in logger.filters):
-        logger.addFilter(_HideNote(prefix))
 
 
 def has_logger(logger) -> bool:
@@ -72,7 +56,7 @@ def reconcile(callbacks: list[Callback], kwargs: dict) -> tuple[list[Callback], 
     callbacks = [c for c in callbacks if not isinstance(c, tuple(drop))]
     if kwargs.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
         callbacks.append(Summary())  # Lightning adds its own only when none is given
-        _hide_note(SKIPPED_SUMMARY_NOTE)
+        hide_summary_note()  # and notes, every run, that it found ours (src/log_filters.py)
     if not any(isinstance(c, DurationEstimate) for c in callbacks):  # here, so callbacks=none has it too
         callbacks.append(DurationEstimate(estimate_minutes))
     return callbacks, kwargs

@@ -96,11 +96,6 @@ _DEFAULT_KWARGS: dict[str, dict] = {"leakyrelu": {"negative_slope": 0.01}}
 CUSTOM_ACTIVATIONS = ("seu", "cos", "taylor", "m_tanh", "m_sigmoid", "m_softplus", "formula")
 
 
-def register_activation(name: str, builder: Callable[..., nn.Module]) -> None:
-    """Add an activation under ``name`` (lower case); used by the toolkit's custom activations."""
-    _REGISTRY[name.lower()] = builder
-
-
 def available_activations() -> list[str]:
     return sorted(_REGISTRY)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import sympy as sp
 import torch
 
+from src import env
 from src.models.codegen import emit_body, identifier
 
 BLOCK = 1024
@@ -98,7 +99,7 @@ def triton_source(spec) -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("IMGCLS_KERNEL_DIR") or os.path.join(tempfile.gettempdir(), f"imgcls_kernels_{os.getuid()}")
+    root = env.get(env.KERNEL_DIR) or os.path.join(tempfile.gettempdir(), f"imgcls_kernels_{os.getuid()}")
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

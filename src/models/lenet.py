@@ -5,6 +5,8 @@ from torch import nn
 
 from src.models.activations import ActivationFactory, as_factory
 
+POOLS = ("avg", "max")  # model.pool (src/config_schema.py checks a config against it)
+
 
 class LeNet5(nn.Module):
     """Classic LeNet-5 on 32x32 input. 28x28 sets are zero-padded by 2 in the first convolution,
@@ -19,7 +21,7 @@ class LeNet5(nn.Module):
         image_size: int = 32,
     ):
         super().__init__()
-        if pool not in ("avg", "max"):
+        if pool not in POOLS:
             raise ValueError(f"LeNet5 pool must be 'avg' or 'max', got '{pool}'")
         act = as_factory(act_layer, default="tanh")
         pool_layer = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d

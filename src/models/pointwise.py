@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -25,6 +24,7 @@ import torch
 from sympy.codegen.cfunctions import expm1
 from torch import nn
 
+from src import env
 from src.models.codegen import TensorFn, identifier, torch_callable
 from src.models.formula import X, sigmoid
 
@@ -34,7 +34,7 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 @functools.cache
 def _triton_importable() -> bool:
-    return os.environ.get("IMGCLS_NO_TRITON", "") in ("", "0") and importlib.util.find_spec("triton") is not None
+    return env.get(env.NO_TRITON, "") in ("", "0") and importlib.util.find_spec("triton") is not None
 
 
 def _use_triton(x: torch.Tensor) -> bool:

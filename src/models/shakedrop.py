@@ -36,10 +36,6 @@ class ShakeDropFunction(torch.autograd.Function):
         return grad_output * (b + beta - b * beta).to(grad_output.dtype), None, None, None
 
 
-def shake_drop(x: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    return ShakeDropFunction.apply(x, b, alpha, beta)
-
-
 def linear_decay_keep_probs(num_units: int, p_last: float = 0.5) -> list[float]:
     """``p_l = 1 − (l / L)(1 − p_L)`` for l = 1 … L (the last unit keeps with p_L)."""
     return [1.0 - (l / num_units) * (1.0 - p_last) for l in range(1, num_units + 1)]

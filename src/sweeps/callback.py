@@ -2,7 +2,8 @@
 
 In the launching process:
 - ``on_multirun_start``: tells the parallel launcher's workers which GPUs there are and how many
-  jobs share the machine, and starts a live one-line summary (jobs done / running / failed, ETA);
+  jobs share the machine, starts a live one-line summary (jobs done / running / failed, ETA) and
+  keeps the installed package list in ``environment.txt`` (src/provenance.py);
 - ``on_multirun_end``: writes the report (src/analysis/report.py) into the sweep directory, prints which
   jobs failed or diverged and then exits non-zero if any did.
 
@@ -31,9 +32,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src import env
+from src.env import ENV_GPUS, ENV_N_JOBS, ENV_PARENT, ENV_PER_GPU, ENV_SLOT_DIR
 from src.results import write_json
 from src.sweeps import slots
-from src.sweeps.slots import ENV_GPUS, ENV_N_JOBS, ENV_PARENT, ENV_PER_GPU, ENV_SLOT_DIR, cpu_cores, take_slot, visible_gpus
+from src.sweeps.slots import cpu_cores, take_slot, visible_gpus
 from src.sweeps.status import LiveStatus, _console, count_jobs
 
 
@@ -67,6 +70,9 @@ class SweepCallback(Callback):
         from src.tracking.sweep import sweep_start
 
         sweep_start(config)  # MLflow/W&B loggers: packages present, the sweep's parent run (src/tracking/)
+        from src.provenance import write_environment
+
+        write_environment(sweep_dir)  # the installed packages, once per sweep folder (runs record versions)
         if _is_parallel(config):
             n_jobs = int(config.hydra.launcher.n_jobs)
             n_jobs = cpu_cores() if n_jobs < 0 else n_jobs
@@ -78,11 +84,11 @@ class SweepCallback(Callback):
             # workers inherit this: torch.cuda.is_available()/device_count() then ask NVML and leave
             # the CUDA driver alone until the worker's slot has set CUDA_VISIBLE_DEVICES
             os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-            if ENV_SLOT_DIR not in os.environ:  # one folder per launching process, removed when it exits
+            if env.get(ENV_SLOT_DIR) is None:  # one folder per launching process, removed when it exits
                 os.environ[ENV_SLOT_DIR] = str(Path(tempfile.gettempdir()) /
                                                f"imgcls-gpu-slots-{os.getuid()}-{os.getpid()}")
-                atexit.register(shutil.rmtree, os.environ[ENV_SLOT_DIR], ignore_errors=True)
-            where = f"GPUs {','.join(gpus)} x {os.environ[ENV_PER_GPU]} job(s) each" if gpus else \
+                atexit.register(shutil.rmtree, env.get(ENV_SLOT_DIR), ignore_errors=True)
+            where = f"GPUs {','.join(gpus)} x {env.get(ENV_PER_GPU)} job(s) each" if gpus else \
                 f"CPU only, {max(1, cpu_cores() // n_jobs)} torch thread(s) per job"
             _console().print(f"[cyan]\\[sweep][/cyan] {n_jobs} parallel job(s): {where}; outputs in {sweep_dir}")
         if self.live:
@@ -130,11 +136,11 @@ class SweepCallback(Callback):
 
     # ---------------------------------------------------------------------------- each job
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not _is_parallel(config) or os.environ.get(ENV_PARENT) in (None, str(os.getpid())):
+        if not _is_parallel(config) or env.get(ENV_PARENT) in (None, str(os.getpid())):
             return  # not a parallel-launcher worker (single run, sequential sweep, SLURM, Ray)
-        gpus = [g for g in os.environ.get(ENV_GPUS, "").split(",") if g]
-        slot = take_slot(gpus, int(os.environ.get(ENV_PER_GPU, "1")), int(os.environ.get(ENV_N_JOBS, "1")),
-                         Path(os.environ[ENV_SLOT_DIR]))
+        gpus = [g for g in env.get(ENV_GPUS, "").split(",") if g]
+        slot = take_slot(gpus, int(env.get(ENV_PER_GPU, "1")), int(env.get(ENV_N_JOBS, "1")),
+                         Path(env.get(ENV_SLOT_DIR)))
         _write_job_record(config, {**slot, "pid": os.getpid(), "start": time.time(), "end": None})
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:

@@ -14,6 +14,8 @@ import pandas as pd
 
 
 def trials_table(study) -> pd.DataFrame:
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("over_budget"):
@@ -25,7 +27,7 @@ def trials_table(study) -> pd.DataFrame:
             row["value" if len(values) == 1 else f"value_{i}"] = v
         row.update(state=t.state.name.lower(), duration_s=None if dur is None else round(dur, 1),
                    seeds=len(t.user_attrs.get("seeds", [])) or None, error=t.user_attrs.get("error"),
-                   retry_of=t.system_attrs.get("failed_trial"))
+                   retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(t))
         rows.append(row)
     return pd.DataFrame(rows)
 

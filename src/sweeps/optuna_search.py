@@ -84,13 +84,14 @@ class Search:
             parse_space({})  # refuses the empty space in one line
         self.console = console
         pruner = st.make_pruner(self.pruner_name, int(self.o.pruner_startup_trials), int(self.o.pruner_warmup_epochs))
-        opened = st.open_study(self.url, self.name, self.directions, None, pruner, int(self.o.heartbeat_s), int(self.o.grace_s))
+        # our own reference to the storage: heartbeats and trial look-ups (a Study's is private)
+        self.storage = st.make_storage(self.url, int(self.o.heartbeat_s), int(self.o.grace_s))
+        opened = st.open_study(self.storage, self.url, self.name, self.directions, None, pruner)
         # a resumed (or a second) process must not draw the first one's random points again: its
         # sampler seed moves on by the trials already in the study (a fresh study: the seed itself)
         seed = None if self.o.seed is None else int(self.o.seed) + len(opened.trials)
         sampler = st.make_sampler(str(self.o.sampler), seed, self.space, len(self.directions))
-        self.study = st.open_study(self.url, self.name, self.directions, sampler, pruner,
-                                   int(self.o.heartbeat_s), int(self.o.grace_s))
+        self.study = st.open_study(self.storage, self.url, self.name, self.directions, sampler, pruner)
         stale = st.fail_stale(self.study)
         done_before = len(st.counted_trials(self.study))
         console.print(f"[cyan]\\[search][/cyan] study '{self.name}' in {self.url}: {done_before}/{self.o.n_trials} "
@@ -98,7 +99,7 @@ class Search:
                       + f"; up to {self.n_jobs} job(s) at once, {self.k} seed(s) per trial")
         if str(self.o.pruner) != "none" and self.pruner_name == "none":
             console.print("[yellow]\\[search] pruning is off: it needs one objective and seeds_per_trial=1[/yellow]")
-        self.heart = st.Heartbeat(self.study, float(self.o.heartbeat_s))
+        self.heart = st.Heartbeat(self.study, self.storage, float(self.o.heartbeat_s))
         self.heart.start()
         try:
             self._loop(console)
@@ -136,8 +137,8 @@ class Search:
         with their process (False)."""
         import time
 
-        others = [t for t in self.study.get_trials(deepcopy=False, states=(st._state("RUNNING"),))
-                  if t._trial_id not in self.heart.trial_ids]
+        mine = self.heart.numbers()
+        others = [t for t in st.running_trials(self.study) if t.number not in mine]
         if not others:
             return False
         console.print(f"[cyan]\\[search][/cyan] {len(others)} trial(s) run elsewhere or by a killed process: "
@@ -147,7 +148,7 @@ class Search:
             time.sleep(min(float(self.o.heartbeat_s), 5.0))
             if self._fail_stale() or st.waiting_trials(self.study):
                 return True
-            if not self.study.get_trials(deepcopy=False, states=(st._state("RUNNING"),)):
+            if not st.running_trials(self.study):
                 return False
         return False
 
@@ -174,7 +175,7 @@ class Search:
         trial = self.study.ask(self.space)
         if not st.within_budget(self.study, trial, int(self.o.n_trials)):
             return None
-        self.heart.add(trial._trial_id)
+        self.heart.add(trial.number)
         trial.set_user_attr("launcher", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("seeds", [self.base_seed + j for j in range(self.k)])
         params = [override(k, v) for k, v in trial.params.items()]
@@ -188,9 +189,11 @@ class Search:
         return self._next_job(open_trials)
 
     def _tell(self, tr: Trial, console) -> None:
+        from optuna.trial import TrialState
+
         trial, outs = tr.trial, [o for _, o in sorted(tr.outcomes, key=lambda x: x[0])]
-        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
-            self.heart.remove(trial._trial_id)  # failed as stale meanwhile: its copy counts, not this
+        if self.storage.get_trial(st.trial_id(self.storage, self.study, trial.number)).state.is_finished():
+            self.heart.remove(trial.number)  # failed as stale meanwhile: its copy counts, not this
             console.print(f"[yellow]\\[search] trial {trial.number} was failed as stale while it ran "
                           f"(heartbeats delayed past grace_s); its queued copy counts instead[/yellow]")
             return
@@ -206,15 +209,15 @@ class Search:
                 self.study.tell(trial, means[0] if len(means) == 1 else means, skip_if_finished=True)
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.objectives, means))
             elif "pruned" in statuses:
-                self.study.tell(trial, state=st._state("PRUNED"), skip_if_finished=True)
+                self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 shown = "pruned"
             else:
                 bad = next(o for o in outs if o["status"] != "completed")
                 trial.set_user_attr("error", f"{bad['status']}: {bad['error'] or ''}"[:500])
-                self.study.tell(trial, state=st._state("FAIL"), skip_if_finished=True)
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 shown = f"[yellow]{bad['status']}[/yellow]"
         finally:
-            self.heart.remove(trial._trial_id)
+            self.heart.remove(trial.number)
         params = " ".join(override(k, v) for k, v in trial.params.items())
         console.print(f"[cyan]\\[search][/cyan] trial {trial.number}: {shown} ({params})", soft_wrap=True)
 
@@ -228,7 +231,7 @@ class Search:
         if len(self.directions) > 1:
             console.print("[yellow]\\[search] confirm_seeds: not run for several objectives (no single best)[/yellow]")
             return None
-        if self.study.get_trials(deepcopy=False, states=(st._state("RUNNING"),)):
+        if st.running_trials(self.study):
             console.print("[yellow]\\[search] other processes still run trials: the last one to finish confirms[/yellow]")
             return None
         try:

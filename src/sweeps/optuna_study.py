@@ -13,20 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from src.errors import ConfigError
+from src.log_filters import quiet_optuna
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "none")
-
-
-def quiet_optuna() -> None:
-    """Heartbeats with ask-and-tell are what Optuna's own distributed guide does, but it warns
-    about them (and about the experimental flag) on every call: once per process is noise enough."""
-    import warnings
-
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
@@ -42,14 +32,12 @@ def study_name(options, sweep_dir: Path) -> str:
 
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int):
-    import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     # SQLite locks the whole file per write: several processes (parallel trials, cluster jobs)
     # wait for each other instead of failing with "database is locked"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    quiet_optuna()
+    quiet_optuna()  # src/log_filters.py: its INFO lines and per-call warnings
     last = None
     for _ in range(5):  # two processes creating the tables of a new file at once: the loser retries
         try:
@@ -97,10 +85,12 @@ def make_pruner(name: str, startup_trials: int = 5, warmup_epochs: int = 1):
     raise ConfigError(f"hydra.sweeper.pruner={name} is not valid: use {' | '.join(PRUNERS)}")
 
 
-def open_study(url: str, name: str, directions: list[str], sampler, pruner, heartbeat_s: int, grace_s: int):
+def open_study(storage, url: str, name: str, directions: list[str], sampler, pruner):
+    """The study ``name`` in ``storage`` (from :func:`make_storage`: the caller keeps it for the
+    heartbeats and trial look-ups, which Optuna's Study exposes only privately); ``url`` names it
+    in errors."""
     import optuna
 
-    storage = make_storage(url, heartbeat_s, grace_s)
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
                                     pruner=pruner, load_if_exists=True)
@@ -118,10 +108,11 @@ def counted_trials(study) -> list:
     """Trials that use up the budget: complete, pruned, failed (a diverged lr is a result too) and
     running ones; not a trial failed because its launcher died (it is asked again), nor one told
     over budget."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = {n for t in trials for n in Retry.retry_history(t)}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     return [t for t in trials if t.state in states and t.number not in retried
             and not t.user_attrs.get("over_budget")]
@@ -134,8 +125,10 @@ def within_budget(study, trial, n_trials: int) -> bool:
     mine = [t for t in counted_trials(study) if t.number <= trial.number]
     if len(mine) <= n_trials:
         return True
+    from optuna.trial import TrialState
+
     trial.set_user_attr("over_budget", True)
-    study.tell(trial, state=_state("FAIL"))
+    study.tell(trial, state=TrialState.FAIL)
     return False
 
 
@@ -149,10 +142,10 @@ def waiting_trials(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def _state(name: str):
+def running_trials(study) -> list:
     from optuna.trial import TrialState
 
-    return getattr(TrialState, name)
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def fail_stale(study) -> list[int]:
@@ -162,40 +155,51 @@ def fail_stale(study) -> list[int]:
 
     import optuna
 
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(_state("RUNNING"),))}
+    before = {t.number for t in running_trials(study)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    after = {t.number for t in study.get_trials(deepcopy=False, states=(_state("RUNNING"),))}
+    after = {t.number for t in running_trials(study)}
     return sorted(before - after)
 
 
-class Heartbeat(threading.Thread):
-    """Beats for every trial this process runs, every ``interval_s``."""
+def trial_id(storage, study, number: int) -> int:
+    """The storage's id of trial ``number``, which its heartbeat and get_trial take (a Trial holds
+    it only as the private ``_trial_id``)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
-    def __init__(self, study, interval_s: float):
+
+class Heartbeat(threading.Thread):
+    """Beats for every trial this process runs (by trial number), every ``interval_s``."""
+
+    def __init__(self, study, storage, interval_s: float):
         super().__init__(name="optuna-heartbeat", daemon=True)
-        self.study, self.interval_s = study, interval_s
-        self.trial_ids: set[int] = set()
+        self.study, self.storage, self.interval_s = study, storage, interval_s
+        self.trial_ids: dict[int, int] = {}  # trial number -> the storage's trial id
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
 
-    def add(self, trial_id: int) -> None:
+    def add(self, number: int) -> None:
+        i = trial_id(self.storage, self.study, number)
         with self.lock:
-            self.trial_ids.add(trial_id)
-        self.study._storage.record_heartbeat(trial_id)
+            self.trial_ids[number] = i
+        self.storage.record_heartbeat(i)
 
-    def remove(self, trial_id: int) -> None:
+    def remove(self, number: int) -> None:
         with self.lock:
-            self.trial_ids.discard(trial_id)
+            self.trial_ids.pop(number, None)
+
+    def numbers(self) -> set[int]:
+        with self.lock:
+            return set(self.trial_ids)
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval_s):
             with self.lock:
-                ids = list(self.trial_ids)
+                ids = list(self.trial_ids.values())
             for i in ids:
                 try:
-                    self.study._storage.record_heartbeat(i)
+                    self.storage.record_heartbeat(i)
                 except Exception:  # a busy database: the next beat tries again
                     pass
 

@@ -62,8 +62,8 @@ def trial_pruning(cfg: DictConfig) -> TrialPruning | None:
     study = optuna.load_study(study_name=st.study_name(sweeper, sweep_dir), storage=storage,
                               pruner=st.make_pruner(str(sweeper.pruner), int(sweeper.pruner_startup_trials),
                                                     int(sweeper.pruner_warmup_epochs)))
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
-    return TrialPruning(optuna.trial.Trial(study, trial_id), monitor)
+    # the running trial, joined by its id: Trial(study, trial_id) is public, if meant for Optuna's own loop
+    return TrialPruning(optuna.trial.Trial(study, st.trial_id(storage, study, int(number))), monitor)
 
 
 def _hydra_sweeper():

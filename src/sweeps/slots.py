@@ -15,22 +15,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-ENV_GPUS = "IMGCLS_SWEEP_GPUS"         # the parent's GPU ids, comma-separated ("" = CPU only)
-ENV_N_JOBS = "IMGCLS_SWEEP_N_JOBS"     # parallel jobs of the sweep
-ENV_PER_GPU = "IMGCLS_SWEEP_JOBS_PER_GPU"
-ENV_SLOT_DIR = "IMGCLS_GPU_SLOT_DIR"   # where the slot lock files live (one folder per launching process)
-ENV_PARENT = "IMGCLS_SWEEP_PARENT_PID"
-FAKE_GPUS = "IMGCLS_FAKE_GPUS"
-ENV_COMPILE_THREADS_SET = "IMGCLS_COMPILE_THREADS_SET"  # we set TORCHINDUCTOR_COMPILE_THREADS (not the user)
+from src import env
+from src.env import ENV_COMPILE_THREADS_SET, FAKE_GPUS
 
 
 # ------------------------------------------------------------------------- GPUs and n_jobs
 def visible_gpus() -> list[str]:
     """GPU ids this process may use, as CUDA_VISIBLE_DEVICES would name them. Never initialises
     CUDA (torch counts devices through NVML)."""
-    fake = os.environ.get(FAKE_GPUS)
+    fake = env.get(FAKE_GPUS)
     if fake is not None:
         return [g.strip() for g in fake.split(",") if g.strip()]
     try:
@@ -70,10 +63,6 @@ def parallel_jobs(jobs_per_gpu: Any = 1) -> int:
         raise ValueError(f"jobs_per_gpu={jobs_per_gpu} is not valid: use an integer >= 1")
     gpus = visible_gpus()
     return len(gpus) * k if gpus else cpu_parallel_jobs()
-
-
-if not OmegaConf.has_resolver("imgcls_parallel_jobs"):
-    OmegaConf.register_new_resolver("imgcls_parallel_jobs", parallel_jobs)
 
 
 # ------------------------------------------------------------------------------ GPU slots
@@ -142,7 +131,7 @@ def share_compile_threads(threads: int) -> None:
     n pools on one host. Each gets its share of the cores, as torch threads do (unless the user set
     TORCHINDUCTOR_COMPILE_THREADS). Inductor reads the variable when its config is imported, so an
     already imported config is set too."""
-    if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ and os.environ.get(ENV_COMPILE_THREADS_SET) != "1":
+    if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ and env.get(ENV_COMPILE_THREADS_SET) != "1":
         return
     os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(threads)
     os.environ[ENV_COMPILE_THREADS_SET] = "1"

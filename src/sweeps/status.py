@@ -48,7 +48,9 @@ def sweep_state(sweep_dir: Path, since: float) -> dict[str, list[str]]:
             continue
         name = run.relative_to(sweep_dir).as_posix()
         if m_time is not None and m_time >= since:
-            state[status if status in ("diverged", "pruned") else ("done" if status == "completed" else "failed")].append(name)
+            # a debug run (debug=...) did what it was asked: done, though never a result
+            state[status if status in ("diverged", "pruned") else
+                  ("done" if status in ("completed", "debug") else "failed")].append(name)
         elif status == "completed":
             state["kept"].append(name)
         elif started:

@@ -76,26 +76,26 @@ def study_name(sweep_dir: str | Path) -> str:
 def identity(cfg=None) -> JobIdentity:
     from hydra.core.hydra_config import HydraConfig
 
-    from src.resolvers import setting_dir
+    from src import settings
     from src.results import task_overrides
     from src.runs import in_multirun
 
     try:
         hc = HydraConfig.get()
-        dirname = hc.job.override_dirname
     except ValueError:  # built outside a Hydra job
-        hc, dirname = None, ""
+        hc = None
     seed = cfg.get("seed") if cfg is not None else None
     run_dir = str(OmegaConf.select(cfg, "paths.output_dir", default="")) if cfg is not None else ""
     if not run_dir and hc is not None:
         run_dir = str(hc.runtime.output_dir or "")
     overrides = task_overrides()
     sweep_dir = str(hc.sweep.dir) if hc is not None and in_multirun() else None
-    if sweep_dir:  # what tells this job from the others of its sweep: the swept values
+    # which overrides define a setting: the rule folder names and the report's table use too
+    if sweep_dir:  # what tells this job from the others of its sweep: the swept settings
         swept = swept_keys(Path(sweep_dir))
-        setting = ",".join(o for o in overrides if _key_of(o) in swept) or "default"
-    else:  # a single run: everything it changed
-        setting = setting_dir(dirname)
+        setting = settings.setting_name([o for o in overrides if _key_of(o) in swept])
+    else:  # a single run: every setting it changed, named as its folder is
+        setting = settings.folder_name(overrides)
     study = study_name(sweep_dir) if sweep_dir else SINGLE_RUNS_STUDY
     return JobIdentity(study, setting, f"{setting}/seed={seed}", seed, run_dir, sweep_dir, overrides)
 

@@ -20,15 +20,16 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import MLFlowLogger
 
+from src import env
+from src.env import ENV_PARENT_RUN
 from src.tracking.job import current_cfg, final_labels, final_numbers, flat_config, identity, job_tags, register
 
 # MLflow 3 sends usage telemetry unless told not to; a local-first study tool stays quiet unless
 # the user opts in (MLFLOW_DISABLE_TELEMETRY=false).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-ENV_PARENT_RUN = "IMGCLS_MLFLOW_PARENT_RUN"  # set by the sweep's launching process for its jobs
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
-STATUS = {"completed": "FINISHED", "killed": "KILLED"}  # anything else (failed, diverged): FAILED
+STATUS = {"completed": "FINISHED", "debug": "FINISHED", "killed": "KILLED"}  # anything else (failed, diverged): FAILED
 _SERVER = re.compile(r"^(https?|databricks)")
 
 
@@ -68,17 +69,6 @@ def local_uri(uri: str | None) -> str:
     return uri
 
 
-def quiet() -> None:
-    """MLflow and alembic log at INFO (table creation, migrations): once per sweep worker would
-    drown the sweep's status lines."""
-    import logging
-
-    import mlflow  # noqa: F401  (importing it sets its logger to INFO: set the level after)
-
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -116,13 +106,15 @@ class MLflowTracker(MLFlowLogger):
         from src.runs import in_multirun
 
         if in_multirun():
-            quiet()
+            from src.log_filters import quiet_mlflow
+
+            quiet_mlflow()
         cfg = current_cfg()
         job = identity(cfg)
         uri = local_uri(tracking_uri)
         name = experiment_name or job.study
         all_tags = {**job_tags(job), **(dict(tags) if tags else {})}
-        if parent := os.environ.get(ENV_PARENT_RUN):
+        if parent := env.get(ENV_PARENT_RUN):  # set by the sweep's launching process for its jobs
             from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
             all_tags[MLFLOW_PARENT_RUN_ID] = parent

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from src import env
+from src.env import ENV_PARENT_RUN
 from src.errors import UserError
 from src.tracking.job import TRACKERS, require, study_name
 
@@ -41,7 +43,7 @@ def sweep_start(config: DictConfig) -> None:
         raise SystemExit(2) from None
     if "MLflowTracker" in nodes:
         try:
-            os.environ["IMGCLS_MLFLOW_PARENT_RUN"] = _mlflow_parent(nodes["MLflowTracker"], config)
+            os.environ[ENV_PARENT_RUN] = _mlflow_parent(nodes["MLflowTracker"], config)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -50,9 +52,10 @@ def sweep_start(config: DictConfig) -> None:
 
 
 def _mlflow_parent(node: DictConfig, config: DictConfig) -> str:
-    from src.tracking.mlflow_logger import client_for, experiment_id, local_uri, quiet
+    from src.log_filters import quiet_mlflow
+    from src.tracking.mlflow_logger import client_for, experiment_id, local_uri
 
-    quiet()
+    quiet_mlflow()
     uri = local_uri(node.get("tracking_uri"))
     client = client_for(uri)
     name = node.get("experiment_name") or study_name(config.hydra.sweep.dir)
@@ -103,7 +106,8 @@ def _mlflow_end(node: DictConfig, files: list[Path], table, counts: dict[str, in
 
     from src.tracking.mlflow_logger import client_for, local_uri
 
-    run_id = os.environ.pop("IMGCLS_MLFLOW_PARENT_RUN", None)
+    run_id = env.get(ENV_PARENT_RUN)
+    os.environ.pop(ENV_PARENT_RUN, None)  # this sweep's parent run ends here
     if run_id is None:
         return
     client = client_for(local_uri(node.get("tracking_uri")))

@@ -1,0 +1,42 @@
+"""The Trainer every run uses (``trainer._target_`` in conf/trainer/default.yaml): Lightning's,
+with the GPU fast path (the SpeedUp callback, src/lit/speed.py), our logger/callback pairing rules
+(src/lit/trainer_options.py), the sweep worker's quiet terminal and the DDP strategy of src/ddp/."""
+from __future__ import annotations
+
+import lightning as L
+
+from src.lit.speed import SpeedUp, target_device
+from src.lit.trainer_options import reconcile
+from src.log_filters import quiet_lightning, quiet_sweep_worker
+
+
+def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmark=None, deterministic=False,
+                  compile_backend="inductor", **kwargs) -> L.Trainer:
+    """lightning.Trainer plus the SpeedUp callback; cuDNN autotuning unless determinism is asked for.
+    In a parallel sweep's worker there is no progress bar, no model summary and no info notes: the
+    jobs share one terminal, where the sweep prints its status line (the parameter count is in
+    metrics.json)."""
+    quiet_lightning()
+    if benchmark is None:
+        benchmark = not deterministic
+    speedup = SpeedUp(compile, channels_last, compile_backend)
+    callbacks = [*(callbacks or []), speedup]
+    if speedup.will_compile(target_device(kwargs.get("accelerator", "auto"))):
+        # Lightning validates under torch.inference_mode(); compiling (and capturing CUDA graphs)
+        # there first and then training is a known PyTorch bug class (pytorch issue 135892)
+        kwargs["inference_mode"] = False
+    from src import env
+
+    if env.get(env.ENV_PARENT):  # a job of a parallel sweep
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        kwargs["enable_progress_bar"] = False
+        kwargs["enable_model_summary"] = False
+        quiet_sweep_worker()
+    if kwargs.get("strategy") == "ddp":  # its ranks started as single runs of this Hydra job (src/ddp/)
+        from src.ddp.strategy import RunDDPStrategy
+
+        kwargs["strategy"] = RunDDPStrategy()
+    callbacks, kwargs = reconcile(callbacks, kwargs)  # flags win over callbacks, estimate line (trainer_options.py)
+    return L.Trainer(callbacks=callbacks, benchmark=benchmark, deterministic=deterministic, **kwargs)

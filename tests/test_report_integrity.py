@@ -1,0 +1,126 @@
+"""A table that cannot mislead (issue 22): pooled keys are named and paired on, a metric selected
+on the test split gets no verdict, the exact test's floor is the adjusted one, intervals stay in
+the metric's range (none at n = 2), and intervals say whether they are adjusted."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as sst
+
+from src.analysis import report, stats
+from src.analysis.comparisons import POOLED_UNPAIRED, SELECTED_ON_TEST, compare, integrity_notes, notice
+from src.analysis.summary import UNINFORMATIVE, summarize
+from tests.test_report_stats import make_sweep
+
+RELU = {0: 0.950, 1: 0.955, 2: 0.948, 3: 0.952, 4: 0.951}
+
+
+def test_pooling_is_named_and_the_comparison_pairs_within_strata(tmp_path):
+    """--by activation on an activation x depth sweep: depth varies, so it is pooled; the test
+    pairs each run with the reference's run of the same depth and seed (n = 6 units, not seeds)."""
+    sweep = tmp_path / "sweep"
+    make_sweep(sweep, {"relu": {0: 0.97, 1: 0.96}}, extra=("model=fcn", "model.depth=2"))
+    acc = {2: (0.97, 0.96), 4: (0.93, 0.92), 10: (0.80, 0.70)}
+    for depth, (a, b) in acc.items():
+        make_sweep(sweep, {"relu": {0: a, 1: b}, "tanh": {0: a + 0.01, 1: b + 0.012}},
+                   extra=("model=fcn", f"model.depth={depth}"))
+    s = compare(summarize(sweep, by=["activation"]), reference="activation=relu")
+    assert list(s.pooled) == ["model.depth"] and sorted(s.pooled["model.depth"], key=int) == ["2", "4", "10"]
+    row = s.table.set_index("activation").loc["tanh"]
+    assert row["n"] == 6 and bool(row["paired"]) and row["pairs"] == 6
+    assert row["delta"] == pytest.approx(np.mean([0.01, 0.012] * 3))
+    assert any(n.startswith("Pooled over model.depth (") and "comparisons pair runs on model.depth and seed" in n
+               for n in integrity_notes(s))
+    # a pooled setting without a partner at each depth and seed is not tested at all
+    make_sweep(sweep, {"sigmoid": {0: 0.5}}, extra=("model=fcn", "model.depth=4"))
+    t = compare(summarize(sweep, by=["activation"]), reference="activation=relu").table.set_index("activation")
+    assert t.loc["sigmoid", "verdict"] == POOLED_UNPAIRED and np.isnan(t.loc["sigmoid", "p"])
+
+
+def test_loggers_are_no_setting_when_sweeps_are_merged(tmp_path):
+    """Identical runs tracked by MLflow in one sweep and W&B in the other are one setting."""
+    a = make_sweep(tmp_path / "a", {"relu": {0: 0.95, 1: 0.96}}, extra=("model=lenet5", "logger=default_mlflow"))
+    b = make_sweep(tmp_path / "b", {"relu": {2: 0.95, 3: 0.96}}, extra=("model=lenet5", "logger=default_wandb"))
+    s = compare(summarize([a, b]))
+    assert len(s.table) == 1 and s.table["n"].iloc[0] == 4 and "logger" not in s.keys
+
+
+def test_a_metric_selected_on_the_test_split_gets_no_verdict(tmp_path):
+    sweep = make_sweep(tmp_path / "s", {"relu": RELU, "tanh": {k: v + 0.02 for k, v in RELU.items()}})
+    for mj in sweep.rglob("metrics.json"):  # val_size=0: validation was the test split
+        m = json.loads(mj.read_text())
+        mj.write_text(json.dumps({**m, "val/acc_best": m["test/acc"], "val_is_test_split": True}))
+    s = report.write_report(sweep, metric="val/acc_best", out_dir=tmp_path / "out", show=False, plots=False)
+    row = s.table.set_index("activation").loc["tanh"]
+    assert row["verdict"] == SELECTED_ON_TEST and np.isnan(row["p"])
+    assert row["mean"] == pytest.approx(np.mean(list(RELU.values())) + 0.02)  # still shown
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "selected on the test split" in md and "data.val_size=5000" in md and "better" not in md
+    # the same numbers held out of the test split are tested as usual
+    for mj in sweep.rglob("metrics.json"):
+        mj.write_text(json.dumps({**json.loads(mj.read_text()), "val_is_test_split": False}))
+    s = report.write_report(sweep, metric="val/acc_best", out_dir=tmp_path / "out2", show=False, plots=False)
+    assert s.table.set_index("activation").loc["tanh", "verdict"] == "better"
+
+
+def test_the_exact_floor_is_the_adjusted_one(tmp_path):
+    """tanh wins 6 of 6 seeds: sign-flip p = 0.03125, but Holm over 2 comparisons makes its floor
+    0.0625, so ‡ (cannot reach α) and 7 seeds, not 6, are what it takes."""
+    relu = {s: 0.95 + 0.001 * s for s in range(6)}
+    tanh = {s: v + 0.01 + 0.001 * (s % 3) for s, v in relu.items()}
+    sigmoid = {s: v - 0.02 + 0.002 * (s % 2) for s, v in relu.items()}
+    s = compare(summarize(make_sweep(tmp_path / "s", {"relu": relu, "tanh": tanh, "sigmoid": sigmoid})))
+    row = s.table.set_index("activation").loc["tanh"]
+    assert row["exact_p"] == pytest.approx(0.03125) and row["exact_floor"] == pytest.approx(0.03125)
+    assert row["exact_floor_adj"] == pytest.approx(0.0625) and bool(row["exact_cannot_reach_alpha"])
+    assert stats.seeds_for_exact(0.05, True, 2, "holm") == 7 and stats.seeds_for_exact(0.05, True) == 6
+    text = notice(s)
+    assert "can from 7 seeds" in text and "after Holm's adjustment over 2 comparisons" in text
+
+
+def test_intervals_stay_in_range_and_n_2_is_called_uninformative(tmp_path):
+    sweep = make_sweep(tmp_path / "s", {"wild": {0: 0.10, 1: 0.95}, "top": {0: 0.999, 1: 0.995, 2: 0.95}})
+    s = report.write_report(sweep, out_dir=tmp_path / "out", show=False)
+    t = s.table.set_index("activation")
+    assert t.loc["wild", "interval"] == UNINFORMATIVE
+    lo, hi = sst.ttest_1samp([0.999, 0.995, 0.95], 0).confidence_interval()
+    assert hi > 1 and t.loc["top", "ci_high"] == 1.0 and t.loc["top", "ci_low"] == pytest.approx(lo)
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "n = 2: uninformative" in md and "(clipped)" in md and "-" not in md.split("| top |")[1].split("|")[5]
+    assert all(0 <= x <= 1 for x in t[["ci_low", "ci_high"]].to_numpy().ravel() if np.isfinite(x))
+
+
+def test_adjusted_intervals_agree_with_the_verdicts(tmp_path):
+    """Two Δs whose unadjusted 95 % CIs exclude 0 are inconclusive under Holm (p ≈ 0.03 each):
+    the default table says its intervals are unadjusted; --ci adjusted widens them past 0."""
+    d = np.array([0.013, 0.001, 0.010, 0.004, 0.007])
+    sweep = make_sweep(tmp_path / "s", {"relu": RELU, **{act: {k: v + d[k] + eps for k, v in RELU.items()}
+                                                         for act, eps in (("tanh", 0.0), ("swish", 1e-4))}})
+    plain = report.write_report(sweep, out_dir=tmp_path / "a", show=False)
+    for act in ("tanh", "swish"):
+        r = plain.table.set_index("activation").loc[act]
+        assert r["delta_ci_low"] > 0 and r["p_adj"] >= 0.05 and r["verdict"] == "inconclusive"
+        assert r["delta_aci_low"] < 0 < r["delta_aci_high"]  # what the comparison figure draws
+    assert "unadjusted 95 % intervals while the verdicts are adjusted" in (tmp_path / "a" / "summary.md").read_text()
+    adj = report.write_report(sweep, out_dir=tmp_path / "b", show=False, ci="adjusted")
+    for act in ("tanh", "swish"):
+        r = adj.table.set_index("activation").loc[act]
+        a, b = np.array([RELU[k] + d[k] for k in RELU]), np.array(list(RELU.values()))
+        level = r["ci_level"]
+        assert level == pytest.approx(0.025)  # Holm's first step failed: its level, α/2, for both
+        ci = sst.ttest_rel(a + (1e-4 if act == "swish" else 0), b).confidence_interval(1 - level)
+        assert (r["delta_ci_low"], r["delta_ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+        assert r["delta_ci_low"] < 0
+    assert "Intervals of Δ are adjusted" in (tmp_path / "b" / "summary.md").read_text()
+    assert "CI of $\\Delta$ adjusted alike" in (tmp_path / "b" / "summary.tex").read_text()
+
+
+def test_interval_levels_agree_with_holm_and_bh():
+    p = np.array([0.001, 0.03, np.nan, 0.02, 0.2])
+    for method in ("holm", "bh"):
+        levels, adj = stats.interval_levels(p, 0.05, method), stats.adjust(p, method)
+        ok = np.isfinite(p)
+        # a t interval at 1 - level excludes 0 exactly when p < level: the same call as the verdict's
+        assert ((p[ok] < levels[ok]) == (adj[ok] < 0.05)).all(), method
