@@ -181,10 +181,10 @@ def test_simple_cnn_conv_activation_option():
     assert sum(isinstance(m, nn.Tanh) for m in tanh_convs.features) == 2
 
 
-MODEL_FILES = [
-    "cifar_resnet.py", "densenet.py", "fcn.py", "mobilenetv2.py", "pyramidnet.py", "residual.py",
-    "shakedrop.py", "shufflenetv2.py", "simple_cnn.py", "squeezenet.py", "vgg.py", "wide_resnet.py",
-]
+# the family file each conf/model/*.yaml targets, and the blocks families share
+MODEL_FILES = sorted({f"{m}.py" for p in (CONF / "model").glob("*.yaml")
+                      for m in re.findall(r"^_target_: src\.models\.(\w+)\.\w+$", p.read_text(), re.M)}
+                     | {"residual.py", "shakedrop.py"})
 
 
 def test_model_sources_name_no_activation():
@@ -347,8 +347,7 @@ def test_shakedrop_under_bf16_autocast():
 
 # ------------------------------------------------------------------------------------------ configs
 
-# Every conf/model/*.yaml is built and must have a count here (on CIFAR-10 unless COUNT_DATA names
-# another data set; each file's comment states the same number): a new config without one fails.
+# Every conf/model/*.yaml is built and needs its count here (on CIFAR-10 unless in COUNT_DATA), as in its comment.
 MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 CONFIG_COUNTS = {
     "pyramidnet": 1_772_706, "pyramidnet_shakedrop": 26_210_842, "mobilenetv2": 2_236_682,
@@ -374,6 +373,7 @@ def test_config_counts_name_only_existing_configs():
 def test_config_composes_and_instantiates(name):
     assert name in CONFIG_COUNTS, f"conf/model/{name}.yaml: add its parameter count to CONFIG_COUNTS"
     cfg = compose_model(name, COUNT_DATA.get(name, "cifar10"))
+    assert re.fullmatch(r"src\.models\.\w+\.[A-Z]\w*", cfg.model._target_), "target the family file's class"
     model = hydra.utils.instantiate(cfg.model)  # only the model: paths.* needs Hydra's runtime
     c, s, k = cfg.data.channels, cfg.data.image_size, cfg.data.num_classes
     n = n_params(model)

@@ -55,6 +55,23 @@ def test_the_pruner_stops_a_clearly_worse_trial_and_spares_a_good_one():
     assert good.pruned_epoch is None and len(stored(study, good.trial).intermediate_values) == 2
 
 
+def test_the_last_epoch_is_never_pruned():
+    """A trial that trails the others at its last epoch has finished: its result is reported and
+    kept (pruning it then would throw the finished run away)."""
+    study = study_with_good_trials("sqlite:///:memory:", "last")
+    bad = TrialPruning(study.ask(), "val/acc")
+    trainer = fake_trainer(0.30, 2)
+    trainer.max_epochs = 3
+    bad.on_validation_end(trainer, None)
+    assert not trainer.should_stop and bad.pruned_epoch is None
+    assert stored(study, bad.trial).intermediate_values == {2: pytest.approx(0.30)}
+    early = TrialPruning(study.ask(), "val/acc")  # the same value one epoch earlier is pruned
+    trainer = fake_trainer(0.30, 1)
+    trainer.max_epochs = 3
+    early.on_validation_end(trainer, None)
+    assert trainer.should_stop and early.pruned_epoch == 1
+
+
 def test_a_pruned_train_run_stops_and_records_it(tmp_path, fake_data):
     """train() as a search trial: its first val/acc trails the study's median, so it stops after
     one of its three epochs, still tests, and metrics.json says pruned."""
@@ -125,3 +142,17 @@ def test_every_ddp_rank_joins_rank_zeros_pruning_decision(monkeypatch):
                               callback_metrics={}, strategy=SimpleNamespace(broadcast=broadcast))
     follower.on_validation_end(trainer, None)  # no val/acc on this rank: it still joins the broadcast
     assert told == [False] and trainer.should_stop and follower.pruned_epoch == 2
+
+
+def test_the_importance_caption_names_its_evaluator_and_warns_on_few_trials():
+    from src.sweeps.optuna_report import importance_caption, importance_evaluator
+
+    study = optuna.create_study(direction="maximize")
+    for x in (0.1, 0.5, 0.9, 0.3):
+        study.enqueue_trial({"x": x})
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=1)
+    evaluator, name = importance_evaluator()
+    assert name == "fANOVA" and type(evaluator).__name__ == "FanovaImportanceEvaluator"  # scikit-learn is there
+    assert importance_caption(study, name) == "fANOVA, 4 complete trials; fewer than 10: a rough guide only"
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=6)
+    assert importance_caption(study, "PED-ANOVA") == "PED-ANOVA, 10 complete trials"

@@ -4,6 +4,7 @@ the metric's range (none at n = 2), and intervals say whether they are adjusted.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,80 @@ def test_interval_levels_agree_with_holm_and_bh():
         ok = np.isfinite(p)
         # a t interval at 1 - level excludes 0 exactly when p < level: the same call as the verdict's
         assert ((p[ok] < levels[ok]) == (adj[ok] < 0.05)).all(), method
+
+
+def test_a_grid_with_two_datasets_compares_within_each_dataset(tmp_path):
+    """lenet_grid's command line gives data first: its rows were all tested against Fashion-MNIST.
+    The reference is never the dataset key, and the preset names its own (activation=tanh)."""
+    from tests.test_setting_rule import _compose
+
+    sweep = tmp_path / "grid"
+    accs = {("fashion_mnist", "tanh"): 0.88, ("fashion_mnist", "relu"): 0.89, ("mnist", "tanh"): 0.98,
+            ("mnist", "relu"): 0.985}
+    from tests.test_report_figures import fake_run, multirun_yaml
+
+    multirun_yaml(sweep, ["data=fashion_mnist,mnist", "data.batch_size=40,400", "activation=tanh,relu", "seed=0,1"])
+    for (data, act), acc in accs.items():
+        for batch in (40, 400):
+            for seed in (0, 1):
+                fake_run(sweep, [f"data={data}", f"data.batch_size={batch}", f"activation={act}"], seed,
+                         {"status": "completed", "test/acc": acc + 0.001 * seed - 0.0001 * batch / 40})
+    s = compare(summarize(sweep))
+    assert s.options["reference"] == "data.batch_size=40"  # the first key that is not the dataset
+    for _, r in s.table.iterrows():
+        assert r["reference"].startswith(f"data={r['data']},")  # MNIST against MNIST
+    s = compare(summarize(sweep), reference="activation=tanh")  # the preset's own
+    for _, r in s.table.iterrows():
+        assert r["reference"] == f"data={r['data']},data.batch_size={r['data.batch_size']},activation=tanh"
+    assert _compose(["experiment=lenet_grid"], True).hydra.callbacks.sweep.reference == "activation=tanh"
+    from rich.console import Console
+    import io
+
+    from src.analysis.tables import print_table
+    buf = io.StringIO()
+    print_table(s, Console(file=buf, width=100), show_problems=False)
+    assert "data.batch_size" in buf.getvalue() and "data.batch_s…" not in buf.getvalue()
+
+
+def test_latex_says_no_test_at_n_1_uses_a_math_minus_and_names_each_rows_test(tmp_path):
+    one = make_sweep(tmp_path / "one", {"relu": {0: 0.95}, "tanh": {0: 0.93}})
+    report.write_report(one, out_dir=tmp_path / "o1", show=False, plots=False)
+    tex = (tmp_path / "o1" / "summary.tex").read_text()
+    assert "No test was run" in tex and "over 0 comparison" not in tex
+    # tanh: paired (same seeds) and worse; sigmoid: other seeds, so Welch
+    sweep = make_sweep(tmp_path / "mixed", {"relu": RELU, "tanh": {k: v - 0.02 for k, v in RELU.items()},
+                                            "sigmoid": {k + 10: v - 0.01 for k, v in RELU.items()}})
+    s = report.write_report(sweep, out_dir=tmp_path / "o2", show=False, plots=False)
+    assert set(s.table["test"]) >= {"paired t", "Welch t"}
+    tex = (tmp_path / "o2" / "summary.tex").read_text()
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    assert "$-$2.00" in body and " -2.00" not in body and "[-" not in body
+    assert r"$^\mathrm{p}$" in body and r"$^\mathrm{w}$" in body and "paired t-test" in tex and "Welch t-test" in tex
+
+
+def test_figures_say_what_their_intervals_and_validation_are(tmp_path, monkeypatch):
+    """Labels read off the figures as they are saved: the held-out curve is the test split, the
+    comparison's intervals are adjusted (the verdicts are), epochs count from 0 as the CSVs do."""
+    from matplotlib.figure import Figure
+
+    from tests.test_report_figures import fake_run, multirun_yaml
+
+    labels = {}
+    real = Figure.savefig
+
+    def record(fig, path, *a, **k):
+        labels[Path(path).name] = [t for ax in fig.axes for t in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())]
+        return real(fig, path, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    sweep = tmp_path / "s"
+    multirun_yaml(sweep, ["activation=relu,tanh", "seed=0,1,2"])
+    for act, base in (("relu", 0.90), ("tanh", 0.95)):
+        for seed in range(3):
+            ep = [{"train/loss": 1.0, "train/acc": base, "val/loss": 1.1, "val/acc": base + 0.001 * seed}]
+            fake_run(sweep, [f"activation={act}"], seed, {"status": "completed", "test/acc": base + 0.001 * seed},
+                     epochs=ep)
+    report.write_report(sweep, out_dir=tmp_path / "out", show=False, train_vs_test=True)
+    assert "validation (= test split) accuracy (%)" in labels["curves.png"]
+    assert "epoch (from 0, as in the CSV logs)" in labels["curves.png"] + labels["train_vs_test.png"]
+    assert any("holm-adjusted CI" in t for t in labels["summary_comparison.png"])

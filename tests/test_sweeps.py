@@ -106,6 +106,21 @@ def test_six_jobs_share_one_terminal_quietly(main_sweep):
         assert noise not in out, noise
 
 
+def test_the_sweep_keeps_its_package_list_and_each_job_the_command_that_reruns_it(main_sweep):
+    """Issue 22.8: environment.txt once per sweep folder; each run's provenance names its own job."""
+    import shlex
+    from importlib.metadata import version
+
+    out, _ = main_sweep
+    assert f"torch=={version('torch')}" in (out / "environment.txt").read_text().splitlines()
+    runs = [json.loads(m.read_text()) for m in metrics_files(out)]
+    commands = [shlex.split(r["provenance"]["command"]) for r in runs]
+    assert len({tuple(c) for c in commands}) == 6  # the job's values, never the sweep's lists
+    for r, c in zip(runs, commands):
+        assert c[:2] == ["python", "train.py"] and set(r["overrides"]) <= set(c[2:])
+        assert "activation=relu,tanh" not in c and "seed=0,1,2" not in c
+
+
 def test_sweep_writes_the_table_from_the_runs_metrics(main_sweep):
     out, p = main_sweep
     for name in ("summary.md", "summary.csv", "summary_strip.png", "curves.png"):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from src.analysis import stats
-from src.analysis.summary import (CLIPPED, UNINFORMATIVE, Summary, default_reference, metric_bounds, reference_map,
+from src.analysis.summary import (CLIPPED, PROVENANCE, UNINFORMATIVE, Summary, default_reference, metric_bounds, reference_map,
                                   run_values)
 
 COLUMNS = ("reference", "paired", "test", "delta", "delta_ci_low", "delta_ci_high", "delta_aci_low", "delta_aci_high",
@@ -180,6 +180,12 @@ def compared(s: Summary) -> pd.DataFrame:
     return s.table[~s.table["verdict"].isin(["reference", "no reference", SELECTED_ON_TEST, POOLED_UNPAIRED])]
 
 
+def label_of(s: Summary, setting: str) -> str:
+    from src.analysis.summary import label
+
+    return label(s, setting)
+
+
 def integrity_notes(s: Summary) -> list[str]:
     """The lines under every rendering of the table (printed, summary.md, summary.tex) that keep it
     from saying more than the runs support."""
@@ -196,6 +202,12 @@ def integrity_notes(s: Summary) -> list[str]:
                      "shown, but no p-value or verdict; hold out a validation split (data.val_size=5000) to "
                      "test it.")
     t = s.table
+    for col, what in PROVENANCE.items():
+        done = s.runs.loc[s.runs["status"] == "completed", col].dropna() if col in s.runs else []
+        if len(set(map(str, done))) > 1:
+            per = "; ".join(f"{label_of(s, r['setting'])}: {r[col]}" for _, r in t.iterrows() if r.get(col))
+            notes.append(f"Confound: the runs differ in {what} ({per}), so a difference may come from it, not "
+                         "from the setting.")
     if "interval" in t and (t["interval"] == UNINFORMATIVE).any():
         notes.append("n = 2: a t interval of the mean spans ±12.7 SD, so it is not shown; run more seeds.")
     if "interval" in t and (t["interval"] == CLIPPED).any():

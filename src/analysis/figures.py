@@ -54,15 +54,15 @@ def strip_chart(s: Summary, path: Path) -> None:
         colour = "tab:orange" if r["setting"] in refs else "tab:blue"
         if len(v):  # even spread by rank: reproducible, and equal values stay visible side by side
             offsets = np.linspace(-0.18, 0.18, len(v)) if len(v) > 1 else np.zeros(1)
-            ax.scatter(i + offsets[np.argsort(np.argsort(v))], v, s=22, color=colour, alpha=0.75, zorder=3,
-                       edgecolor="white", linewidth=0.5)
+            ax.scatter(i + offsets[np.argsort(np.argsort(v))], v, s=22, color=colour, alpha=0.85, zorder=5,
+                       edgecolor="white", linewidth=0.5)  # above the mean bar: no seed is hidden under it
             shown += list(v)
         if pd.isna(r["mean"]):
             ax.annotate("no completed run", (i, 0.02), xycoords=("data", "axes fraction"), ha="center",
                         fontsize=8, color="tab:red", rotation=90)
             continue
         m = r["mean"] * scale
-        ax.hlines(m, i - 0.3, i + 0.3, color="black", lw=2, zorder=4)
+        ax.hlines(m, i - 0.3, i + 0.3, color="black", lw=1.5, alpha=0.8, zorder=4)
         if pd.notna(r["ci_low"]):
             lo, hi = r["ci_low"] * scale, r["ci_high"] * scale
             ax.errorbar(i + 0.32, m, yerr=[[m - lo], [hi - m]], fmt="none", ecolor="black", capsize=4, lw=1.2)
@@ -103,7 +103,10 @@ def comparison_chart(s: Summary, path: Path) -> bool:
         return False
     plt = plt_agg()
     scale, o = s.scale, s.options
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.55 * len(t)), layout="constrained")
+    names = [versus(s, a, b) for a, b in zip(t["setting"], t["reference"])]
+    # wide enough for the longest name beside the plot: nothing cut at the figure's edge
+    width = 5.5 + 0.075 * max(len(n) for n in names)
+    fig, ax = plt.subplots(figsize=(width, 1.4 + 0.55 * len(t)), layout="constrained")
     y = np.arange(len(t))[::-1]  # the table's order, top to bottom
     if o.get("equivalence"):
         ax.axvspan(-o["equivalence"], o["equivalence"], color="tab:blue", alpha=0.08)
@@ -123,12 +126,12 @@ def comparison_chart(s: Summary, path: Path) -> bool:
         p = "" if pd.isna(r["p_adj"]) else f"p = {r['p_adj']:.3g}, "
         ax.annotate(f"{p}{r['verdict']}", (d, yi), xytext=(0, 7), textcoords="offset points", ha="center",
                     fontsize=7, color=colour)
-    ax.set_yticks(y, [versus(s, a, b) for a, b in zip(t["setting"], t["reference"])])
+    ax.set_yticks(y, names)
+    ax.margins(x=0.15)  # room for the verdict labels centred over the outermost points
     ax.set_ylim(-0.7, len(t) - 0.3)
     unit = " (pp)" if s.percent else ""
-    what = f"CI adjusted like the p-values ({o['adjust']})" if adjusted else "unadjusted 95 % CI"
-    ax.set_xlabel(f"Δ {s.metric}{unit}, mean difference with {what} ({'higher' if s.higher_is_better else 'lower'} "
-                  "is better)")
+    what = f"{o['adjust']}-adjusted CI" if adjusted else "unadjusted 95 % CI"
+    ax.set_xlabel(f"Δ {s.metric}{unit} with {what}\n({'higher' if s.higher_is_better else 'lower'} is better)")
     ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()
                if v in set(t["verdict"])]
@@ -144,10 +147,13 @@ def curves_chart(s: Summary, path: Path) -> None:
     plt = plt_agg()
     from matplotlib.ticker import MaxNLocator
 
+    from src.analysis.summary import EPOCH_AXIS, held_out_name
+
     curves = epoch_curves(s)
+    held = "validation (= test split)" if held_out_name(s) == "test" else "validation"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for ax, col, label in ((axes[0], "val/acc", "validation accuracy (%)"), (axes[1], "val/loss", "validation loss")):
-        ax.set_xlabel("epoch")
+    for ax, col, label in ((axes[0], "val/acc", f"{held} accuracy (%)"), (axes[1], "val/loss", f"{held} loss")):
+        ax.set_xlabel(EPOCH_AXIS)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -162,14 +168,15 @@ def curves_chart(s: Summary, path: Path) -> None:
             m, sd = g["mean"] * scale, g["std"].fillna(0) * scale
             label = f"{setting_label(s, setting)} (n={int(g['count'].max())})"
             if len(g) == 1:  # one epoch: a band would have no width
-                ax.errorbar(g.index + 1, m, yerr=sd, fmt="o", capsize=4, label=label)
+                ax.errorbar(g.index, m, yerr=sd, fmt="o", capsize=4, label=label)
                 continue
-            ax.plot(g.index + 1, m, marker="o" if len(g) < 12 else None, ms=3, label=label)
-            ax.fill_between(g.index + 1, m - sd, m + sd, alpha=0.2)
+            ax.plot(g.index, m, marker="o" if len(g) < 12 else None, ms=3, label=label)
+            ax.fill_between(g.index, m - sd, m + sd, alpha=0.2)
         if curves["epoch"].max() < 1:
-            ax.set_xticks([1])
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
+            ax.set_xticks([0])
+    if axes[0].get_legend_handles_labels()[0]:  # beside the axes: it never covers a curve
+        axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
+                       borderaxespad=0)
     fig.suptitle(f"{s.name}: mean ± std over seeds per setting", fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)

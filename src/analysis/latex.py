@@ -4,6 +4,8 @@ the best mean in bold; a dagger on every setting whose difference from the refer
 significant after adjustment, with a footnote naming the test and the correction."""
 from __future__ import annotations
 
+import re
+
 from src.analysis.comparisons import compared, integrity_notes
 from src.analysis.summary import Summary
 from src.analysis.tables import ADJUST_NAMES, best_row, fmt_delta, fmt_p, mean_std, reference_name
@@ -17,8 +19,13 @@ def escape(text: str) -> str:
 
 
 def _math(cell: str) -> str:
-    """Unicode from the shared cell formats into LaTeX."""
+    """Unicode from the shared cell formats into LaTeX; a negative number gets a math minus (a
+    hyphen in text mode is too short)."""
+    cell = re.sub(r"(?<![\w$])-(?=\d)", r"$-$", cell)
     return cell.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+
+
+TEST_MARKS = {"paired t": "p", "Welch t": "w"}  # when rows used different tests, each p says which
 
 
 def _unicode_math(text: str) -> str:
@@ -39,6 +46,8 @@ def latex(s: Summary) -> str:
                  rf"$p_\mathrm{{{escape(adj)}}}$"]
     best = best_row(s)
     significant = False
+    used = set(compared(s)["test"]) - {"none", ""} if has_cmp else set()
+    mark_tests = len(used) > 1
     body = []
     for i, r in s.table.iterrows():
         cells = [escape(r[k]) for k in s.keys] if s.keys else ["all"]
@@ -51,7 +60,8 @@ def latex(s: Summary) -> str:
         if has_cmp:
             ref = r.get("verdict") in ("reference", "no reference")
             cells += ["reference" if r.get("verdict") == "reference" else ("--" if ref else _math(fmt_delta(r, pc))),
-                      "" if ref else _math(fmt_p(r["p_adj"]))]
+                      "" if ref else _math(fmt_p(r["p_adj"])) + (rf"$^\mathrm{{{TEST_MARKS[r['test']]}}}$"
+                                                                 if mark_tests and r.get("test") in TEST_MARKS else "")]
         body.append(" & ".join(cells) + r" \\")
     align = "l" * len(keys) + "r" * (len(head) - len(keys))
     caption = f"{escape(s.metric)}" + (r" in \%" if pc else "") + r", mean $\pm$ SD over seeds"
@@ -75,6 +85,11 @@ def latex(s: Summary) -> str:
                         r"95\% CI of $\Delta$ unadjusted."))
         if not significant:
             notes[-1] = "No difference is significant. " + notes[-1].replace("Different from", "Tested against")
+        if mark_tests:
+            notes.append("Test per row: " + "; ".join(rf"$^\mathrm{{{m}}}$ {t}-test" for t, m in TEST_MARKS.items()
+                                                      if t in used) + ".")
+        if not o.get("comparisons"):  # every setting ran once: nothing was tested
+            notes[-1] = "No test was run: a comparison needs at least 2 runs (seeds) of both settings."
     notes += [_unicode_math(escape(n)) for n in integrity_notes(s)]
     if notes:
         lines += [r"\par\smallskip", r"{\footnotesize " + " ".join(notes) + "}"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from src.analysis import stats
 from src.analysis.runs import as_text, is_number, load_sweeps, sweep_order, value_order
@@ -165,6 +166,10 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
     table.insert(len(keys) + 1, "metric", metric)
     problems = runs[runs["status"] != "completed"][["run", "status", "error"]]
     folds = int(done.groupby("_unit")["fold"].nunique().max()) if "fold" in done and done["fold"].notna().any() else 0
+    for col in PROVENANCE:  # where each setting's runs came from: a confound when they differ
+        if col in done and done[col].notna().any():
+            values = done.groupby("setting", sort=False)[col].agg(lambda v: "; ".join(sorted(set(map(str, v.dropna())))))
+            table[col] = table["setting"].map(values).fillna("")
     return Summary(dirs[0], metric, keys, common, table, runs, percent=is_accuracy(metric), problems=problems,
                    sources=dirs, warnings=warnings, pooled=pooled, folds=folds)
 
@@ -199,11 +204,22 @@ def reference_map(s: Summary, reference: str | None) -> dict[str, str]:
     return out
 
 
+DATASET_KEYS = ("data", "data.name", "data.root")
+
+
 def default_reference(s: Summary) -> str | None:
-    """The first value of the first key ("activation=relu"), as the command line gave them."""
-    return f"{s.keys[0]}={s.table[s.keys[0]].iloc[0]}" if s.keys and len(s.table) else None
+    """The first value of the first key ("activation=relu"), as the command line gave them; never a
+    dataset key while another key is swept: the comparisons then stay within a dataset (MNIST
+    against MNIST), as the others are matched on it."""
+    if not s.keys or not len(s.table):
+        return None
+    key = next((k for k in s.keys if k not in DATASET_KEYS), s.keys[0])
+    return f"{key}={s.table[key].iloc[0]}"
 
 
+# provenance recorded in metrics.json (src/analysis/runs.py reads them): runs of one table that differ
+# in any of these differ in more than their setting
+PROVENANCE = {"commit": "git commit", "device": "device type", "precision": "precision", "torch": "torch version"}
 CLIPPED = "t, clipped to the metric's range"
 UNINFORMATIVE = "n = 2: uninformative"
 
@@ -229,6 +245,21 @@ def run_values(s: Summary, setting: str) -> pd.DataFrame:
 
 
 # -------------------------------------------------------------------------------- epoch logs
+EPOCH_AXIS = "epoch (from 0, as in the CSV logs)"  # every figure and CSV numbers epochs alike
+
+
+def held_out_name(s: Summary) -> str:
+    """'test' when every completed run validated on the test split (data.val_size 0), else 'val'."""
+    for run in s.runs.loc[s.runs["status"] == "completed", "path"]:
+        try:
+            cfg = yaml.safe_load((Path(run) / ".hydra" / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if (cfg.get("data") or {}).get("val_size") not in (None, 0, 0.0, "0"):
+            return "val"
+    return "test"
+
+
 def epoch_curves(s: Summary, cols: tuple[str, ...] = ("val/acc", "val/loss")) -> pd.DataFrame:
     """Per completed run and epoch, the last logged value of each of ``cols`` (long format: epoch,
     the columns, setting, run). Train and validation values sit on different rows of Lightning's

@@ -228,8 +228,9 @@ def print_table(s: Summary, console=None, show_problems: bool = True) -> None:
         caption += (f"{'; ' if caption else ''}{EXACT_FLOOR_MARK} exact test cannot reach α at this n, "
                     f"{DISAGREE_MARK} exact test disagrees")
     table = Table(title=title, caption=caption or None)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < col or h == "verdict" else "right")
+    for i, h in enumerate(header):  # the keys' names in full (rich would cut "data.batch_size" to "data.batch_s…")
+        table.add_column(h, justify="left" if i < col or h == "verdict" else "right",
+                         min_width=len(h) if i < col else None)
     for i, row in enumerate(rows):
         style = "bold" if i == best else None
         failed = int(s.table.iloc[i][["failed", "diverged", "missing"]].sum())

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from src.analysis.figures import file_stem, plt_agg
-from src.analysis.summary import Summary, epoch_curves, is_number, summarize
+from src.analysis.summary import EPOCH_AXIS, Summary, epoch_curves, held_out_name, is_number, summarize
 from src.analysis.summary import label as setting_label
 
 STATS = ["mean", "std", "n", "runs", "failed", "diverged", "missing"]
@@ -86,18 +85,6 @@ def write_vs(s: Summary, table: pd.DataFrame, x: str, out: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ train vs test
-def held_out_name(s: Summary) -> str:
-    """'test' when every completed run validated on the test split (data.val_size 0), else 'val'."""
-    for run in s.runs.loc[s.runs["status"] == "completed", "path"]:
-        try:
-            cfg = yaml.safe_load((Path(run) / ".hydra" / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        if (cfg.get("data") or {}).get("val_size") not in (None, 0, 0.0, "0"):
-            return "val"
-    return "test"
-
-
 def train_vs_test_table(s: Summary) -> pd.DataFrame:
     """Per setting and epoch (0-based, as logged): mean, std and count over the setting's runs of
     train/loss, val/loss, train/acc and val/acc, and loss_gap = val/loss mean - train/loss mean."""
@@ -128,16 +115,21 @@ def write_train_vs_test(s: Summary, out: Path, table: pd.DataFrame | None = None
     held = held_out_name(s)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), layout="constrained")
     panels = (("loss", 1, "loss"), ("acc", 100, "accuracy (%)"))
+    one = table["epoch"].nunique() == 1  # one epoch: points side by side with error bars, not lines
     for i, (setting, g) in enumerate(table.groupby("setting", sort=False)):
-        color, x = f"C{i % 10}", g["epoch"] + 1
+        color, x = f"C{i % 10}", g["epoch"]  # 0-based, as Lightning logs it and the CSV says
         n = int(g.filter(like="_count").max().max())
         for ax, (what, scale, _) in zip(axes, panels):
-            for split, style in (("train", "-"), ("val", "--")):
+            for split, style, marker, shift in (("train", "-", "o", -0.12), ("val", "--", "s", 0.12)):
                 col = f"{split}/{what}"
                 if f"{col}_mean" not in g or g[f"{col}_mean"].isna().all():
                     continue
                 m, sd = g[f"{col}_mean"] * scale, g[f"{col}_std"].fillna(0) * scale
-                ax.plot(x, m, style, color=color, marker="o" if len(g) < 12 else None, ms=3)
+                if one:
+                    ax.errorbar(x + shift + 0.04 * (i - len(s.table) / 2), m, yerr=sd, fmt=marker, color=color,
+                                capsize=3, ms=5)
+                    continue
+                ax.plot(x, m, style, color=color, marker=marker if len(g) < 12 else None, ms=3)
                 ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.12)
         axes[2].plot(x, g["loss_gap"], color=color, marker="o" if len(g) < 12 else None, ms=3,
                      label=f"{setting_label(s, setting)} (n={n})")
@@ -145,13 +137,17 @@ def write_train_vs_test(s: Summary, out: Path, table: pd.DataFrame | None = None
         ax.set_ylabel(ylabel)
     axes[2].set_ylabel(f"{held} loss - train loss")
     axes[2].axhline(0, color="grey", lw=0.8)
+    last = int(table["epoch"].max())
     for ax in axes:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(EPOCH_AXIS)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if last < 15:  # few epochs: a tick per epoch (the locator would add fractional ones)
+            ax.set_xticks(range(last + 1))
+        ax.set_xlim(-0.5, last + 0.5)
         ax.grid(alpha=0.3)
-    axes[0].legend([Line2D([], [], color="k", ls="-"), Line2D([], [], color="k", ls="--")], ["train", held],
-                   fontsize=8)
-    axes[2].legend(fontsize=8)
+    axes[0].legend([Line2D([], [], color="k", ls="-", marker="o", ms=4), Line2D([], [], color="k", ls="--", marker="s",
+                                                                             ms=4)], ["train", held], fontsize=8)
+    axes[2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.suptitle(f"{s.name}: train vs {held} per setting, mean ± std over seeds", fontsize=10)
     fig.savefig(out / "train_vs_test.png", dpi=120)
     plt.close(fig)

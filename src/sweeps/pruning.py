@@ -22,9 +22,12 @@ class TrialPruning(L.Callback):
         epoch = trainer.current_epoch
         prune = False
         value = trainer.callback_metrics.get(self.monitor)
+        # the last epoch is never pruned: the run has finished, and its result is what the search needs
+        max_epochs = getattr(trainer, "max_epochs", None)
+        last = max_epochs is not None and 0 < max_epochs <= epoch + 1
         if self.trial is not None and value is not None:  # no early return: the other ranks wait below
             self.trial.report(float(value), step=epoch)
-            prune = self.trial.should_prune()
+            prune = self.trial.should_prune() and not last
         strategy = getattr(trainer, "strategy", None)
         if strategy is not None and getattr(trainer, "world_size", 1) > 1:
             prune = bool(strategy.broadcast(prune, src=0))
