@@ -33,7 +33,7 @@ def train(cfg: DictConfig) -> float:
         return done[cfg.optimized_metric]
     start, started = time.perf_counter(), utc_now()
     # tracked_runs outside: MLflow/W&B runs end once recorded_outcome has written metrics.json
-    with tracked_runs(cfg), recorded_outcome(cfg):
+    with tracked_runs(cfg) as tracking, recorded_outcome(cfg):
         if cfg.get("seed") is not None:  # not `if cfg.get("seed")`: seed 0 is a seed
             L.seed_everything(cfg.seed, workers=True, verbose=not in_multirun())
 
@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> float:
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
         if pruning := trial_pruning(cfg):  # an Optuna search trial (hydra/sweeper=optuna)
             callbacks.append(pruning)
-        loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+        loggers = [tracking.build(lg) for lg in (cfg.get("logger") or {}).values()]  # trackers get the job
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)

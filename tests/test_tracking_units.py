@@ -79,3 +79,20 @@ def test_outcome_is_this_jobs_metrics_json_else_killed(tmp_path):
     write_json(tmp_path / "metrics.json", {"status": "failed", "error": "RuntimeError: x"})
     assert job_outcome(tmp_path, before) == {"status": "failed", "error": "RuntimeError: x"}
     assert job_outcome(tmp_path / "elsewhere", None)["status"] == "killed"
+
+
+def test_the_job_state_lives_in_the_tracked_job_not_in_module_globals(tmp_path):
+    """tracked_runs yields the object that builds the trackers and closes them; the module keeps
+    constants only (no dict or list that one job could leave behind for the next)."""
+    import src.tracking.job as job_module
+    from src.tracking.job import TrackedJob
+
+    mutable = [n for n, v in vars(job_module).items() if isinstance(v, (dict, list, set)) and not n.isupper()
+               and not n.startswith("__")]
+    assert mutable == []
+    cfg = OmegaConf.create({"logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
+                                               "save_dir": str(tmp_path)}}, "paths": {"output_dir": str(tmp_path)}})
+    with tracked_runs(cfg) as job:
+        assert isinstance(job, TrackedJob) and job.cfg is cfg
+        logger = job.build(cfg.logger.csv)
+    assert type(logger).__name__ == "CSVLogger" and job.trackers == []  # not a tracker: nothing to close

@@ -33,8 +33,6 @@ SINGLE_RUNS_STUDY = "runs"  # single runs live in outputs/runs/, so their study 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 _KEY = re.compile(r"[^\w./\- ]")  # what MLflow allows in a key (W&B is laxer)
 
-_job: dict = {}          # the config of the job being tracked in this process
-_open: list = []         # trackers built in this job, closed by tracked_runs
 
 
 def tracker_entries(cfg) -> dict[str, str]:
@@ -223,12 +221,24 @@ def artifacts(cfg, run_dir: Path, tmp: Path, outcome: dict) -> list[Artifact]:
 
 
 # ------------------------------------------------------------------------------- the job
-def current_cfg():
-    return _job.get("cfg")
+class TrackedJob:
+    """One job's trackers: train.py builds its loggers through :meth:`build`, which hands a tracker
+    the job's config and keeps it, so that :func:`tracked_runs` can close it with the outcome. The
+    state lives here, in the object the context yields, not in module globals."""
 
+    def __init__(self, cfg, wanted: dict[str, str] | None = None):
+        self.cfg, self.wanted = cfg, dict(wanted or {})
+        self.trackers: list = []
 
-def register(tracker) -> None:
-    _open.append(tracker)
+    def build(self, node):
+        """A logger from its config node; a tracker also gets this job (its names, its config)."""
+        from hydra.utils import instantiate
+
+        if str(node.get("_target_")) not in TRACKERS:
+            return instantiate(node)
+        tracker = instantiate(node, job=self)
+        self.trackers.append(tracker)
+        return tracker
 
 
 def _target(obj) -> str:
@@ -237,38 +247,33 @@ def _target(obj) -> str:
 
 @contextlib.contextmanager
 def tracked_runs(cfg):
-    """Around one job (outside recorded_outcome, so metrics.json is written when this closes)."""
+    """Around one job (outside recorded_outcome, so metrics.json is written when this closes);
+    yields the :class:`TrackedJob` that builds the job's loggers."""
     from src.ddp.ranks import is_launch_rank_zero
 
     wanted = tracker_entries(cfg)
     if not wanted or not is_launch_rank_zero():  # DDP: one tracked run, rank 0's (src/ddp/)
-        yield
+        yield TrackedJob(cfg)
         return
     for target in wanted.values():
         require(target)
-    _open.clear()
-    _job["cfg"] = cfg
+    job = TrackedJob(cfg, wanted)
     before = fingerprint(Path(str(cfg.paths.output_dir)) / "metrics.json")  # overwrite=true: an old one
     try:
-        yield
+        yield job
     finally:
-        try:
-            _close(cfg, wanted, before)
-        finally:
-            _open.clear()
-            _job.clear()
+        _close(job, before)
 
 
-def _close(cfg, wanted: dict[str, str], before: tuple | None) -> None:
-    from hydra.utils import instantiate
-
+def _close(job: TrackedJob, before: tuple | None) -> None:
+    cfg = job.cfg
     run_dir = Path(str(cfg.paths.output_dir))
     outcome = job_outcome(run_dir, before)
-    trackers = list(_open)
-    for key, target in wanted.items():
+    trackers = list(job.trackers)
+    for key, target in job.wanted.items():
         if not any(_target(t) == target for t in trackers):
             try:  # the job failed before its loggers existed: its run still records the failure
-                trackers.append(instantiate(cfg.logger[key]))
+                trackers.append(job.build(cfg.logger[key]))
             except Exception as e:
                 _warn(f"{key}: no run for this job: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
     with tempfile.TemporaryDirectory(prefix="imgcls-tracking-") as tmp:

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from src import env
 from src.env import ENV_PARENT_RUN
-from src.tracking.job import current_cfg, final_labels, final_numbers, flat_config, identity, job_tags, register
+from src.tracking.job import final_labels, final_numbers, flat_config, identity, job_tags
 
 # MLflow 3 sends usage telemetry unless told not to; a local-first study tool stays quiet unless
 # the user opts in (MLFLOW_DISABLE_TELEMETRY=false).
@@ -102,14 +102,14 @@ def experiment_id(client, uri: str, name: str, artifact_root: str | None) -> str
 class MLflowTracker(MLFlowLogger):
     def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = "outputs/mlartifacts",
                  experiment_name: str | None = None, run_name: str | None = None, tags: dict | None = None,
-                 log_model: bool | str = False, prefix: str = ""):
+                 log_model: bool | str = False, prefix: str = "", job=None):
         from src.runs import in_multirun
 
         if in_multirun():
             from src.log_filters import quiet_mlflow
 
             quiet_mlflow()
-        cfg = current_cfg()
+        cfg = job.cfg if job is not None else None  # built by TrackedJob.build (train.py)
         job = identity(cfg)
         uri = local_uri(tracking_uri)
         name = experiment_name or job.study
@@ -127,7 +127,6 @@ class MLflowTracker(MLFlowLogger):
         _ = self.experiment  # the run exists from now on, also if the job fails before its first epoch
         if cfg is not None:
             self.log_hyperparams(flat_config(cfg))
-        register(self)
 
     def log_hyperparams(self, params) -> None:
         """Params are write-once in MLflow: a key already logged (train.py logs the study's knobs

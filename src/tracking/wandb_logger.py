@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
 
-from src.tracking.job import config_container, current_cfg, identity, register
+from src.tracking.job import config_container, identity
 
 DEFAULT_HOST = "https://api.wandb.ai"
 JOB_TYPE_MAX = 64  # W&B's limits on job_type and on each tag
@@ -66,12 +66,12 @@ class WandbTracker(WandbLogger):
     def __init__(self, project: str = "imgcls-studies", entity: str | None = None, save_dir: str = ".",
                  mode: str | None = None, name: str | None = None, group: str | None = None,
                  job_type: str | None = None, tags: list[str] | None = None, log_model: bool | str = False,
-                 **kwargs):
+                 job=None, **kwargs):
         import wandb
 
         if wandb.run is not None:  # left open by code outside tracked_runs: never log into it
             wandb.finish()
-        cfg = current_cfg()
+        cfg = job.cfg if job is not None else None  # built by TrackedJob.build (train.py)
         job = identity(cfg)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name or job.run_name, save_dir=save_dir, project=project, log_model=log_model,
@@ -81,7 +81,6 @@ class WandbTracker(WandbLogger):
                          mode=setup_mode(mode), settings=quiet_settings(), **kwargs)
         self._wandb_init.pop("anonymous", None)  # deprecated in wandb; Lightning always passes it
         _ = self.experiment  # started now: the run exists also if the job fails before its first epoch
-        register(self)
 
     def close_job(self, outcome: dict, files: list) -> None:
         import wandb
