@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sst
 
@@ -202,3 +203,21 @@ def test_figures_say_what_their_intervals_and_validation_are(tmp_path, monkeypat
     assert "validation (= test split) accuracy (%)" in labels["curves.png"]
     assert "epoch (from 0, as in the CSV logs)" in labels["curves.png"] + labels["train_vs_test.png"]
     assert any("holm-adjusted CI" in t for t in labels["summary_comparison.png"])
+
+
+def test_runs_that_differ_in_provenance_are_named_a_confound(tmp_path):
+    """relu ran on torch 2.14.1 in one sweep, tanh on 2.11.0 in the other: a line under the table says
+    so, and summary.csv carries the column."""
+    a = make_sweep(tmp_path / "a", {"relu": {0: 0.95, 1: 0.96}})
+    b = make_sweep(tmp_path / "b", {"tanh": {0: 0.97, 1: 0.975}})
+    for sweep, version in ((a, "2.14.1"), (b, "2.11.0")):
+        for mj in sweep.rglob("metrics.json"):
+            m = json.loads(mj.read_text())
+            mj.write_text(json.dumps({**m, "provenance": {"torch": version, "device": "cpu", "precision": "32-true",
+                                                          "commit": "abc1234"}}))
+    s = report.write_report([a, b], out_dir=tmp_path / "out", show=False, plots=False)
+    notes = [n for n in integrity_notes(s) if n.startswith("Confound")]
+    assert len(notes) == 1 and "torch version" in notes[0] and "relu: 2.14.1" in notes[0] and "tanh: 2.11.0" in notes[0]
+    csv = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("activation")
+    assert csv.loc["relu", "torch"] == "2.14.1" and csv.loc["tanh", "device"] == "cpu"
+    assert "Confound: the runs differ in torch version" in (tmp_path / "out" / "summary.md").read_text()
