@@ -130,3 +130,23 @@ def test_the_compile_state_is_the_callbacks_own():
     module = ClassifierModule(torch.nn.Flatten(), optimizer=None, num_classes=2)
     for name in ("compile_info", "warmup_calls", "graphs_at_start", "compiled", "compile_report"):
         assert not hasattr(module, name), name
+
+
+def test_every_target_in_conf_names_the_module_that_defines_it():
+    """One hop from conf/ to the code: a `_target_` of ours never goes through a package's
+    re-export (`src.models.ResNet18`), but names the file that defines it."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    targets = {m.group(1) for f in conf.rglob("*.yaml")
+               for m in re.finditer(r"_target_:\s*(src\.[\w.]+)", f.read_text())}
+    assert len(targets) >= 40
+    wrong = []
+    for target in sorted(targets):
+        module, _, name = target.rpartition(".")
+        obj = getattr(importlib.import_module(module), name)
+        if getattr(obj, "__module__", module) != module:
+            wrong.append(f"{target} (defined in {obj.__module__})")
+    assert wrong == []
