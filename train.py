@@ -9,25 +9,34 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import hydra
-import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import src.resolvers  # noqa: F401  (registers the ${auto_precision:} etc. resolvers)
 from src.cli import check_group_choices, check_jobs, one_line_errors
-from src.config_schema import validate
-from src.datamodules import build_datamodule
 from src.ddp.guards import check_ddp_command
-from src.ddp.ranks import is_launch_rank_zero
-from src.results import collect, log_hparams, write_json
-from src.provenance import utc_now
-from src.runs import FAILED_VALUE, in_multirun, previous_result, recorded_outcome, resume_checkpoint
-from src.sweeps.pruning import trial_pruning
-from src.tracking.job import tracked_runs
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 def train(cfg: DictConfig) -> float:
+    # imported here, not at the top: the pre-check in `__main__` refuses bad input in about a second
+    # without them (Lightning alone takes ~7 s to import on a 2-core machine)
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from src.config_schema import validate
+    from src.datamodules import build_datamodule
+    from src.ddp.ranks import is_launch_rank_zero
+    from src.provenance import utc_now
+    from src.results import collect, log_hparams, write_json
+    from src.runs import FAILED_VALUE, in_multirun, previous_result, recorded_outcome, resume_checkpoint
+    from src.sweeps.pruning import trial_pruning
+    from src.tracking.job import tracked_runs
+
     validate(cfg)
     if (done := previous_result(cfg)) is not None:  # resume=true: a completed run is kept as it is
         return done[cfg.optimized_metric]

@@ -19,11 +19,16 @@ def check_group_choices(argv: list[str]) -> None:
     """Refuse ``model=nope`` (and each value of a sweep ``activation=relu,nope``) with the options."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    check_arguments(argv)
+    parser = OverridesParser.create()
     args = [a for a in argv if "=" in a and not a.startswith("-")]
     try:
-        overrides = OverridesParser.create().parse_overrides(args)
+        overrides = parser.parse_overrides(args)
     except Exception as e:
-        raise UserError(" ".join(str(e).split())) from None
+        bad = next((a for a in args if not _parses(parser, a)), None)
+        hint = (" (a list ends without a comma; a space after a comma splits it into two arguments: "
+                "drop the space or quote the whole argument)") if bad and bad.endswith(",") else ""
+        raise UserError((f"cannot read the argument '{bad}'{hint}: " if bad else "") + " ".join(str(e).split())) from None
     for o in overrides:
         group = o.key_or_group
         # hydra/... groups also hold Hydra's own options (hydra/launcher=joblib): Hydra checks those
@@ -38,6 +43,34 @@ def check_group_choices(argv: list[str]) -> None:
         for v in values:
             if v not in ("null", "None") and v not in _options(group):
                 raise UserError(f"unknown {group} '{v}': choose one of {', '.join(_options(group))} (conf/{group}/)")
+
+
+# Hydra's flags that take the next argument as their value (--cfg job, -cn train, --info plugins)
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+               "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+def check_arguments(argv: list[str]) -> None:
+    """Every argument is a flag, a flag's value or an override: a bare word is most often the second
+    half of `activation=relu, tanh`, which the shell split at the space (Hydra's grammar error would
+    name neither)."""
+    for i, a in enumerate(argv):
+        if not a or a.startswith(("-", "~")) or "=" in a or (i and argv[i - 1] in VALUE_FLAGS):
+            continue
+        prev = argv[i - 1] if i else ""
+        if prev.endswith(",") and "=" in prev:
+            raise UserError(f"argument '{a}' is not key=value: the shell split '{prev} {a}' at the space; drop "
+                            f"the space ({prev}{a}) or quote the whole argument ('{prev} {a}')")
+        raise UserError(f"argument '{a}' is not key=value: write it as key=value, or quote a value that has "
+                        f"spaces (see `python train.py --help`)")
+
+
+def _parses(parser, arg: str) -> bool:
+    try:
+        parser.parse_overrides([arg])
+        return True
+    except Exception:
+        return False
 
 
 INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
@@ -61,8 +94,8 @@ def check_jobs(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from src import precheck
     from src.config_schema import validate
-    from src.datamodules import build_datamodule
 
     if INFO_FLAGS & set(argv):
         return
@@ -83,14 +116,13 @@ def check_jobs(argv: list[str]) -> None:
                 try:
                     composed[setting] = compose("train", overrides=job)
                 except Exception as e:
-                    raise UserError(" ".join(str(e).split()) + " (see `python train.py --cfg job` for the keys)") from None
+                    raise precheck.composition_error(e, job, compose) from None
             cfg = composed[setting]
             for o in parser.parse_overrides([o for o in job if o.startswith("seed=")]):
                 OmegaConf.update(cfg, "seed", o.value(), merge=False)
-            validate(cfg)
+            validate(cfg)  # the schema's values first: no import of torch or Lightning before them
             if new:
-                _check_builds(cfg.activation)
-                _check_builds(cfg.data, build_datamodule)
+                _check_config(cfg, job, _runs_here(argv))
     GlobalHydra.instance().clear()
     from src.run_config import check_resumed_jobs
 
@@ -104,7 +136,6 @@ def _check_search(argv: list[str]) -> bool:
     from hydra import compose, initialize_config_dir
 
     from src.config_schema import validate
-    from src.datamodules import build_datamodule
     from src.sweeps.optuna_search import check_search
 
     from hydra.core.global_hydra import GlobalHydra
@@ -121,10 +152,31 @@ def _check_search(argv: list[str]) -> bool:
         return False
     check_search(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
     validate(cfg)
-    _check_builds(cfg.activation)
-    _check_builds(cfg.data, build_datamodule)
+    _check_config(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))], _runs_here(argv))
     _check_writable(argv)
     return True
+
+
+def _runs_here(argv: list[str]) -> bool:
+    """False when a launcher runs the jobs on other machines (SLURM, Ray), whose GPUs and cores the
+    pre-check cannot see from here."""
+    launchers = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra/launcher=")]
+    return not (launchers and launchers[-1] in ("slurm", "ray"))
+
+
+def _check_config(cfg, job: list[str], here: bool = True) -> None:
+    """What the schema cannot say (src/precheck.py): + keys nothing reads, options a _target_ does not
+    take, the constructors' own checks, then this machine's GPU, cores and the training split's size."""
+    from src import precheck
+    from src.datamodules import build_datamodule  # Lightning: only once the cheap checks have passed
+
+    precheck.check_added_keys(cfg, job)
+    precheck.check_targets(cfg)
+    _check_builds(cfg.activation)
+    _check_builds(cfg.data, build_datamodule)
+    precheck.check_batch_size(cfg)
+    if here:
+        precheck.check_machine(cfg)
 
 
 def _check_builds(node, build=None) -> None:

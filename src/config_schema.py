@@ -4,19 +4,34 @@ its allowed values. Only keys present in the config are checked (optimizers diff
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from src.compose import CONF_DIR
-from src.datamodules.augment import AUGMENT_PRESETS
-from src.datamodules.cifar100_svhn import LABEL_TYPES
 from src.errors import ConfigError
-from src.lit.losses import LOSSES
-from src.lit.schedules import INTERVALS
-from src.lit.speed import COMPILE_MODES
-from src.models.lenet import POOLS
+
+
+class Lazy:
+    """A module's tuple of allowed values, read when a value is checked against it: those modules
+    import torch or Lightning (~7 s), which a refusal of another bad value should not wait for."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self) -> tuple:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+
+AUGMENT_PRESETS = Lazy("src.datamodules.augment", "AUGMENT_PRESETS")
+LABEL_TYPES = Lazy("src.datamodules.cifar100_svhn", "LABEL_TYPES")
+LOSSES = Lazy("src.lit.losses", "LOSSES")
+INTERVALS = Lazy("src.lit.schedules", "INTERVALS")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+POOLS = Lazy("src.models.lenet", "POOLS")
+TTA_MODES = Lazy("src.lit.tta", "MODES")
 
 
 def opt(kind: type | tuple, *, gt=None, ge=None, lt=None, le=None, choices=None, nullable=False) -> Any:
@@ -75,6 +90,10 @@ class TrainerOptions:
     compile: Any = opt((str, bool), choices=("off", "auto", True, False, *COMPILE_MODES))
     channels_last: Any = opt((str, bool), choices=("auto", True, False))
     estimate_minutes: float = opt(NUMBER, ge=0, nullable=True)
+    accumulate_grad_batches: int = opt(int, ge=1)
+    max_steps: int = opt(int, ge=-1)
+    num_nodes: int = opt(int, ge=1)
+    threads: Any = opt((int, str), ge=1, choices=("auto",))  # torch threads of the run (src/lit/trainer.py)
 
 
 @dataclass
@@ -114,6 +133,15 @@ class LitOptions:
     loss: str = opt(str, choices=LOSSES)
     input_noise_std: float = opt(NUMBER, ge=0)
     divergence_check_every: int = opt(int, ge=1)
+    tta: str = opt(str, choices=TTA_MODES)
+
+
+@dataclass
+class MixupOptions:  # lit.mixup (src/lit/mixing.py); its keys are all here: an unknown one is refused
+    alpha: float = opt(NUMBER, ge=0)
+    cutmix_alpha: float = opt(NUMBER, ge=0)
+    prob: float = opt(NUMBER, ge=0, le=1)
+    switch_prob: float = opt(NUMBER, ge=0, le=1)
 
 
 @dataclass
@@ -124,13 +152,21 @@ class RootOptions:
 
 
 SCHEMAS = {"data": DataOptions, "trainer": TrainerOptions, "optimizer": OptimizerOptions,
-           "scheduler": SchedulerOptions, "model": ModelOptions, "lit": LitOptions, "": RootOptions}
+           "scheduler": SchedulerOptions, "model": ModelOptions, "lit": LitOptions, "lit.mixup": MixupOptions,
+           "": RootOptions}
+CLOSED = ("lit.mixup",)  # groups whose every key is in the schema
+
+
+def _choices(m: dict) -> tuple | None:
+    return m["choices"]() if callable(m["choices"]) else m["choices"]
 
 
 def _allowed(m: dict) -> str:
-    if m["choices"] is not None:
-        return "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in m["choices"])
-    kinds = m["kind"] if isinstance(m["kind"], tuple) else (m["kind"],)
+    choices, kinds = _choices(m), m["kind"] if isinstance(m["kind"], tuple) else (m["kind"],)
+    if choices is not None and not (int in kinds and m["ge"] is not None):
+        return "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+    if choices is not None:  # a number or a word (threads: an integer >= 1 or auto)
+        return f"an integer >= {m['ge']} or " + " or ".join(str(c) for c in choices)
     words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     what = "a number" if set(kinds) == {int, float} else " or ".join(words[k] for k in kinds)
     bounds = [f"{op} {v}" for op, v in (("> ", m["gt"]), (">=", m["ge"]), ("< ", m["lt"]), ("<=", m["le"]))
@@ -147,27 +183,65 @@ def _ok(value: Any, m: dict) -> bool:
         return False  # True is an int to Python, never a batch size to us
     if not isinstance(value, kinds):
         return False
-    if m["choices"] is not None:
-        return any(value == c and type(value) is type(c) for c in m["choices"])
+    choices = _choices(m)
+    if choices is not None and (m["ge"] is None or isinstance(value, str)):  # threads: a word or a number in range
+        return any(value == c and type(value) is type(c) for c in choices)
     return ((m["gt"] is None or value > m["gt"]) and (m["ge"] is None or value >= m["ge"])
             and (m["lt"] is None or value < m["lt"]) and (m["le"] is None or value <= m["le"]))
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad key, its value and what is allowed."""
-    for group, schema in SCHEMAS.items():
-        node = cfg if group == "" else cfg.get(group)
-        if node is None:
-            continue
-        for f in dataclasses.fields(schema):
-            if f.name not in node:
+    """Raise ConfigError naming the first bad key, its value and what is allowed. Two passes: the
+    values checked against a Lazy tuple or given by an interpolation (a resolver may import torch)
+    come second, so that a plain bad value is refused before those imports."""
+    for deferred in (False, True):
+        for group, schema in SCHEMAS.items():
+            node = cfg if group == "" else OmegaConf.select(cfg, group, default=None)
+            if not isinstance(node, DictConfig):
                 continue
-            value = OmegaConf.select(node, f.name, throw_on_resolution_failure=False)
-            key = f"{group}.{f.name}" if group else f.name
-            if not _ok(value, f.metadata):
-                shown = "null" if value is None else repr(value)
-                raise ConfigError(f"{key}={shown} is not valid: use {_allowed(f.metadata)}")
+            names = {f.name for f in dataclasses.fields(schema)}
+            keys = set(node.keys())  # not `name in node`: that resolves the value (a resolver may import torch)
+            if group in CLOSED and not deferred and (unknown := sorted(keys - names)):
+                raise ConfigError(f"{group}.{unknown[0]} is not an option of {group}: use {', '.join(sorted(names))}")
+            for f in dataclasses.fields(schema):
+                if f.name not in keys or OmegaConf.is_missing(node, f.name):
+                    continue
+                late = callable(f.metadata["choices"]) or OmegaConf.is_interpolation(node, f.name)
+                if late != deferred:
+                    continue
+                value = OmegaConf.select(node, f.name, throw_on_resolution_failure=False)
+                key = f"{group}.{f.name}" if group else f.name
+                if not _ok(value, f.metadata):
+                    shown = "null" if value is None else repr(value)
+                    raise ConfigError(f"{key}={shown} is not valid: use {_allowed(f.metadata)}")
+        if not deferred:
+            check_combinations(cfg)
     check_val_reactions(cfg)
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Values each valid alone that make no sense together, or a shape a dataclass field cannot say."""
+    sel = lambda key, default=None: OmegaConf.select(cfg, key, default=default, throw_on_resolution_failure=False)
+    warmup, epochs = sel("scheduler.warmup_epochs", 0), sel("trainer.max_epochs")
+    if isinstance(warmup, (int, float)) and isinstance(epochs, int) and warmup and warmup >= epochs:
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} is not shorter than the run (trainer.max_epochs={epochs}): "
+                          f"use a warm-up below {epochs} epochs, or more epochs")
+    milestones = sel("scheduler.milestones")
+    if milestones is not None and not (OmegaConf.is_list(milestones) and all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)):
+        shown = OmegaConf.to_container(milestones) if OmegaConf.is_list(milestones) else milestones
+        raise ConfigError(f"scheduler.milestones={shown} is not valid: use a list of epochs >= 1, e.g. [30,45]")
+    devices = sel("trainer.devices")
+    if devices is not None and not (
+            devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+            or (isinstance(devices, str) and all(p.strip().isdigit() for p in devices.split(",") if p.strip()))
+            or (OmegaConf.is_list(devices) and all(isinstance(d, int) and d >= 0 for d in devices))):
+        raise ConfigError(f"trainer.devices={devices!r} is not valid: use an integer >= 1 (processes), -1 or auto "
+                          f"(every device), or a list of GPU indices such as [0,1]")
+    val_size, limit = sel("data.val_size", 0), sel("trainer.limit_val_batches")
+    if val_size and limit == 0:
+        raise ConfigError(f"trainer.limit_val_batches=0 turns validation off, so data.val_size={val_size} holds out "
+                          f"training images that nothing uses: set data.val_size=0, or drop trainer.limit_val_batches=0")
 
 
 def val_is_test_split(cfg: DictConfig) -> bool:

@@ -1,7 +1,6 @@
 """OmegaConf resolvers used by conf/ (registered on import, before Hydra composes)."""
 from __future__ import annotations
 
-import torch
 from omegaconf import OmegaConf
 
 from src import settings
@@ -14,6 +13,8 @@ def auto_precision(accelerator: str = "auto") -> str:
     worker after its GPU slot is set."""
     if str(accelerator) not in ("auto", "gpu", "cuda"):
         return "32-true"
+    import torch  # here, not at the top: the pre-check imports this module and refuses bad input before torch
+
     if torch.cuda.is_available() and torch.cuda.get_device_capability(0) >= (8, 0):
         return "bf16-mixed"
     return "32-true"

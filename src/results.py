@@ -92,12 +92,22 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         **module.clock.sessions(wall_time_s),  # resumed, sessions, wall_time_s (all), session_wall_time_s
         "peak_gpu_mem_mb": round(peak, 1) if peak is not None else None,
         "params": sum(p.numel() for p in module.model.parameters()),
+        "threads": torch.get_num_threads(),  # trainer.threads, or torch's / a sweep worker's share (auto)
         "choices": group_choices(cfg),
         "overrides": task_overrides(),
         "seed": cfg.get("seed"),
-        "provenance": provenance(trainer, device, started or utc_now(), task_overrides()),
-        "config": result_config(cfg),  # what resume=true compares (src/run_config.py)
+        "provenance": _recorded(provenance, trainer, device, started or utc_now(), task_overrides()),
+        "config": _recorded(result_config, cfg),  # what resume=true compares (src/run_config.py)
     }
+
+
+def _recorded(fn, *args):
+    """A record about the run, never a reason to lose its result: an error here (a library that
+    reports no version, an odd config value) becomes a one-line note in its place."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]}
 
 
 def write_json(path: Path, data: dict) -> None:

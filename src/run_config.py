@@ -77,7 +77,7 @@ def _from_overrides(overrides) -> dict:
 
 def differences(prev: dict, new: dict, new_overrides: list[str]) -> list[str]:
     """``key: old -> new`` for every key in which the recorded run and the new job differ."""
-    if isinstance(prev.get("config"), dict):
+    if isinstance(prev.get("config"), dict) and "error" not in prev["config"]:  # see results._recorded
         old = prev["config"]
     else:
         old, new = _from_overrides(prev.get("overrides")), _from_overrides(new_overrides)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from src.ddp.ranks import is_launch_rank_zero
 from src.errors import UserError
 from src.results import task_overrides, write_json
+from src.run_lock import lock_run_dir, release_run_dirs
 
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
@@ -34,11 +35,24 @@ def previous_result(cfg: DictConfig) -> dict | None:
     out = Path(cfg.paths.output_dir)
     if not is_launch_rank_zero():
         return None
+    lock_run_dir(out)  # held until recorded_outcome ends: one run per folder (src/run_lock.py)
+    try:
+        kept = _previous_result(cfg, out)
+    except BaseException:
+        release_run_dirs()
+        raise
+    if kept is not None:  # nothing will be written: the folder is free again
+        release_run_dirs()
+    return kept
+
+
+def _previous_result(cfg: DictConfig, out: Path) -> dict | None:
     prev = read_status(out)
     if prev and prev.get("status") == "debug":
         _clear_debug_run(out)
         return None
     if not prev or prev.get("status") != "completed":
+        _check_unfinished(cfg, out, prev)
         return None
     if cfg.get("resume"):
         # kept only for the config it was trained with (src/run_config.py); overwrite=true trains again
@@ -52,8 +66,62 @@ def previous_result(cfg: DictConfig) -> dict | None:
     elif not cfg.get("overwrite"):
         raise UserError(f"{out} already holds a completed run: pass resume=true to keep it, "
                         f"overwrite=true to train again into it, or choose another hydra.run.dir")
-    (out / "csv" / "metrics.csv").unlink(missing_ok=True)  # overwrite=true: the old run's log goes too
+    clear_leftovers(out)  # overwrite=true: the old run's result, log, checkpoints and events go too
     return None
+
+
+def leftovers(out: Path) -> list[str]:
+    """What an unfinished (killed, failed) run left in its folder that a new run would mix with its
+    own: checkpoints (resume would continue from them), CSV rows and TensorBoard event files."""
+    found = [p for p in (out / "checkpoints").glob("*") if p.is_file()]
+    found += [p for p in [out / "csv" / "metrics.csv"] if p.exists()]
+    found += sorted(out.glob("events.out.tfevents.*"))
+    return [p.relative_to(out).as_posix() for p in found]
+
+
+def clear_leftovers(out: Path) -> None:
+    import shutil
+
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    for name in ["metrics.json", "csv/metrics.csv", *(p.name for p in out.glob("events.out.tfevents.*"))]:
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_unfinished(cfg: DictConfig, out: Path, prev: dict | None) -> None:
+    """A folder without a completed result: an unfinished run's leftovers are continued (resume=true,
+    ckpt_path) or cleared (overwrite=true), never silently trained over; resume=true into a folder
+    that holds nothing names the folder it needs."""
+    if cfg.get("overwrite"):
+        clear_leftovers(out)
+        return
+    left = leftovers(out)
+    if left and not (cfg.get("resume") or cfg.get("ckpt_path")):
+        status = (prev or {}).get("status", "killed: no metrics.json")
+        shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+        raise UserError(f"{out} holds an unfinished run ({status}; {shown}): pass resume=true to continue it, "
+                        f"or overwrite=true to start over (its logs, checkpoints and events are cleared first)")
+    if left and cfg.get("resume") and not cfg.get("ckpt_path") and not (out / "checkpoints" / "last.ckpt").exists():
+        clear_leftovers(out)  # killed before its first checkpoint: nothing to continue, no old rows to keep
+        print(f"[run] {out}: the unfinished run left no last.ckpt: training afresh", file=sys.stderr)
+        return
+    if cfg.get("resume") and not left and prev is None and _fresh_single_run_folder():
+        raise UserError(f"resume=true continues a run in its folder, but this run was given the new folder {out}: "
+                        f"add hydra.run.dir=<the killed run's folder>")
+
+
+def _fresh_single_run_folder() -> bool:
+    """A single run whose folder nobody chose (hydra.run.dir's default is a new timestamped one)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+        given = [str(o) for o in [*hc.overrides.hydra, *hc.overrides.task]]
+    except Exception:
+        return False
+    if hc.mode == RunMode.MULTIRUN:
+        return False
+    return not any(o.lstrip("+").startswith(("hydra.run.dir=", "paths.output_dir=")) for o in given)
 
 
 def _clear_debug_run(out: Path) -> None:
@@ -90,6 +158,17 @@ def one_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def recorded_outcome(cfg: DictConfig):
+    """See _recorded_outcome; the run-folder lock taken in previous_result goes once the outcome is
+    written (a loky worker's next job, or a test's next run, may use the folder)."""
+    try:
+        with _recorded_outcome(cfg):
+            yield
+    finally:
+        release_run_dirs()
+
+
+@contextlib.contextmanager
+def _recorded_outcome(cfg: DictConfig):
     """Write metrics.json for a run that diverged or raised. In a sweep the error stays with this
     job (the sweep goes on and reports it at the end); a single run re-raises it."""
     from src.lit.classifier import Diverged

@@ -26,7 +26,8 @@ CONTROL_KEYS = frozenset({"resume", "overwrite", "ckpt_path", "jobs_per_gpu", "o
                           "hparams_search"})
 NO_EFFECT_KEYS = frozenset({"logger", "callbacks.progress_bar", "callbacks.learning_rate_monitor",
                             "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                            "trainer.log_every_n_steps", "trainer.estimate_minutes", "lit.log_images"})
+                            "trainer.log_every_n_steps", "trainer.estimate_minutes", "lit.log_images",
+                            "trainer.threads"})  # threads: speed only (runs recorded before it had none)
 NO_EFFECT_PREFIXES = ("logger.", "logger/", "callbacks.progress_bar.", "callbacks.learning_rate_monitor.")
 LOCATION_PREFIXES = ("hydra.", "hydra/", "paths.")
 LOCATION_SUFFIXES = ("_dir", ".dir", "_path", ".path")

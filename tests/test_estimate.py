@@ -29,9 +29,14 @@ def test_long_run_says_so_once_with_the_extrapolation(fake_data, tmp_path, capsy
     lines = _estimate_lines(capsys.readouterr().err)
     # per epoch: 8 x 1200 s training + 1 eval batch of 16 = 1200 s x 1/3 x 16/8 = 800 s -> 10400 s;
     # run: 2 epochs + the test pass (800 s) = 21600 s = 6.0 h
+    # the quick try reads the run's data folder (without DATA_DIR it would look in ./data)
     assert lines == ["[estimate] ~6.0 h on cpu (2.9 h per epoch); for a quick try: "
-                     "python train.py experiment=mnist_lenet5"]
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+                     f"DATA_DIR={fake_data.resolve()} python train.py experiment=mnist_lenet5"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    import torch
+
+    assert metrics["threads"] == torch.get_num_threads()  # trainer.threads=auto: torch's own count (issue 23.9)
 
 
 def test_short_run_prints_nothing_with_the_default_threshold(fake_data, tmp_path, capsys):
@@ -42,7 +47,8 @@ def test_short_run_prints_nothing_with_the_default_threshold(fake_data, tmp_path
 def test_threshold_is_configurable(fake_data, tmp_path, capsys):
     train(compose_cfg([*RUN, "trainer.estimate_minutes=0"], tmp_path, fake_data))
     (line,) = _estimate_lines(capsys.readouterr().err)
-    assert " on cpu (" in line and "per epoch); for a quick try: python train.py experiment=mnist_lenet5" in line
+    assert " on cpu (" in line and f"per epoch); for a quick try: DATA_DIR={fake_data.resolve()} python train.py " \
+                                   "experiment=mnist_lenet5" in line
 
 
 def test_compiled_models_skip_the_compile_and_graph_recording_steps():

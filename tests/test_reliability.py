@@ -45,7 +45,7 @@ BAD_OVERRIDES = [
     ("data.rotate_degrees=200", "data.rotate_degrees=200 is not valid: use a number >= 0 and <= 180"),
     ("data.zoom=[1.2,0.9]", "data.zoom=[1.2, 0.9] must be [low, high] with 0 < low <= high"),
     ("data.mean=[0.5,0.5]", "data.mean/std need 1 or 3 values (one per channel), got 2/3"),
-    ("data.batchsize=3", "Could not override 'data.batchsize'"),
+    ("data.batchsize=3", "data.batchsize is not a key of the config: did you mean data.batch_size?"),  # issue 23
 ]
 
 

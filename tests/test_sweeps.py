@@ -293,7 +293,8 @@ def test_parallel_launcher_is_the_default_and_sizes_itself(monkeypatch):
 
     monkeypatch.setenv("IMGCLS_FAKE_GPUS", "0,1")
     cfg = _hydra_cfg(["jobs_per_gpu=3", "resume=true"])
-    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 6
+    assert cfg.hydra.launcher._target_.endswith("ParallelLauncher") and cfg.hydra.launcher.n_jobs == 6
+    assert cfg.hydra.launcher.retry_killed == 0  # a killed job is recorded, not retried, unless asked
     assert cfg.hydra.callbacks.sweep._target_ == "src.sweeps.callback.SweepCallback"
     assert cfg.hydra.sweep.subdir == "default/seed=0"  # resume (and jobs_per_gpu) name no folder
     monkeypatch.setenv("IMGCLS_FAKE_GPUS", "")  # CPU only: cores shared between jobs

@@ -142,7 +142,9 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
         described.index = pd.MultiIndex.from_tuples(described.index, names=group_cols) if len(group_cols) > 1 \
             else pd.Index([i[0] for i in described.index], name=group_cols[0])
     epoch = done.groupby(group_cols, sort=False)["epoch_time_mean_s"].mean().rename("epoch_time_s")
-    counts = pd.crosstab([runs[c] for c in group_cols], runs["status"])
+    # a job lost with its worker (killed) or stopped by Ctrl-C (interrupted) counts as failed
+    counts = pd.crosstab([runs[c] for c in group_cols], runs["status"].replace({"killed": "failed",
+                                                                                  "interrupted": "failed"}))
     for st in FAILED_STATUSES:
         if st not in counts.columns:
             counts[st] = 0

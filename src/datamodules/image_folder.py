@@ -16,6 +16,7 @@ import torch
 
 from src.datamodules.cache import write_meta
 from src.datamodules.decode import decode_folder
+from src.datamodules.listing import class_folders
 from src.datamodules.sources import DataSource, Request, Splits
 from src.datamodules.splits import stratified_holdout
 from src.errors import ConfigError, DataError
@@ -53,7 +54,10 @@ def count_classes(root, data_dir) -> int | None:
         train, _ = layout(resolve_root(root, data_dir))
     except (ConfigError, DataError):
         return None
-    return sum(1 for d in train.iterdir() if d.is_dir() and not d.name.startswith(".")) or None
+    try:
+        return len(class_folders(train)) or None  # the loader's own rule (hidden folders are no classes)
+    except OSError:
+        return None
 
 
 def channel_stats(x: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 256) -> tuple[list, list]:

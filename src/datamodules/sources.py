@@ -82,9 +82,11 @@ def _download_mode(download) -> bool:
 
 def _missing(what: str, root: Path, expected: str, why: str = "") -> DataError:
     reason = f" ({why})" if why else ""
+    # data.download=auto is suggested only where it would change something: after a failed download it was on
+    allow = ", or allow data.download=auto" if why == "data.download=false" else ""
     return DataError(
         f"{what} not found in {root}: expected {expected}{reason}; "
-        f"point at the folder holding it with DATA_DIR=... or paths.data_dir=..., or allow data.download=auto"
+        f"point at the folder holding it with DATA_DIR=... or paths.data_dir=...{allow}"
     )
 
 

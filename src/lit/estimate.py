@@ -9,15 +9,17 @@ threshold (`trainer.estimate_minutes`, 30 by default; null = never).
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import time
+from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import ConfigError
 from src.lit.speed import speedup_of
 
-QUICK_TRY = "python train.py experiment=mnist_lenet5"
+QUICK_TRY = "python train.py experiment=mnist_lenet5"  # prefixed with the run's DATA_DIR (quick_try)
 # An evaluation batch runs the forward pass only: about a third of a training step's
 # forward + backward + update (a rule of thumb for conv nets, close enough for an estimate).
 EVAL_STEP_FRACTION = 1 / 3
@@ -100,7 +102,7 @@ class DurationEstimate(Callback):
             return
         device = {"cuda": "gpu"}.get(trainer.strategy.root_device.type, trainer.strategy.root_device.type)
         self.message = (f"[estimate] ~{_duration(total_s)} on {device} ({_duration(epoch_s)} per epoch); "
-                        f"for a quick try: {QUICK_TRY}")
+                        f"for a quick try: {quick_try(getattr(trainer, 'datamodule', None))}")
         if trainer.is_global_zero:
             print(self.message, file=sys.stderr, flush=True)
 
@@ -123,6 +125,15 @@ class DurationEstimate(Callback):
         else:
             return epoch_s, None
         return epoch_s, epochs * epoch_s + val_batches * eval_step  # + the test pass, about one validation
+
+
+def quick_try(datamodule) -> str:
+    """The quick-try command with the data folder this run reads: without DATA_DIR it would look in
+    ./data and, not finding MNIST there, download it into a new folder (or fail offline)."""
+    data_dir = getattr(datamodule, "data_dir", None)
+    if data_dir is None:
+        return QUICK_TRY
+    return f"DATA_DIR={shlex.quote(str(Path(data_dir).resolve()))} {QUICK_TRY}"
 
 
 def _val_batches(trainer) -> float:

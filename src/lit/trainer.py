@@ -17,6 +17,11 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
     jobs share one terminal, where the sweep prints its status line (the parameter count is in
     metrics.json)."""
     quiet_lightning()
+    threads = kwargs.pop("threads", "auto")  # ours, not a Trainer argument (conf/trainer/default.yaml)
+    if threads != "auto":  # validated (an int >= 1) by src/config_schema.py; it wins over a sweep worker's share
+        import torch
+
+        torch.set_num_threads(int(threads))
     if benchmark is None:
         benchmark = not deterministic
     speedup = SpeedUp(compile, channels_last, compile_backend)

@@ -131,13 +131,19 @@ class SweepCallback(Callback):
 
         sweep_end(config, sweep_dir)  # the summary table to MLflow/W&B, if configured; never raises
         # in a search a diverged trial (too high an lr) is a result Optuna learns from, not a fault
-        bad = _bad_runs(sweep_dir, [s for s in self.fail_on if not (search and s == "diverged")])
+        fail_on = [s for s in self.fail_on if not (search and s == "diverged")]
+        # a job lost with its worker (src/sweeps/launch.py) is a failure too, whatever fail_on lists
+        bad = _bad_runs(sweep_dir, fail_on + [s for s in ("killed", "interrupted") if "failed" in fail_on])
         if bad:
             console.print(f"[red]\\[sweep] {len(bad)} job(s) did not complete:[/red]")
             for run, status, error in bad:
                 console.print(f"  [red]{status}[/red] {run}: {error or ''}", soft_wrap=True)
-            console.print("[red]\\[sweep] exiting with status 1[/red] (rerun the same command with resume=true "
-                          "to keep completed jobs and retry the rest)")
+            from rich.markup import escape
+
+            from src.sweeps.launch import resume_command
+
+            console.print("[red]\\[sweep] exiting with status 1[/red] (to keep completed jobs and retry the rest: "
+                          f"{escape(resume_command(sweep_dir))})", soft_wrap=True)
             sys.stdout.flush()
             raise SystemExit(1)
 
@@ -170,7 +176,7 @@ def _is_parallel(config: DictConfig) -> bool:
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
     except Exception:
         return False
-    return mode == RunMode.MULTIRUN and "joblib" in target.lower()
+    return mode == RunMode.MULTIRUN and any(k in target.lower() for k in ("joblib", "parallel_launcher"))
 
 
 def _job_record_path(config: DictConfig) -> Path:

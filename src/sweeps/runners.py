@@ -1,10 +1,10 @@
 """How a search hands single jobs to the machine without a batch barrier.
 
-With the parallel launcher (hydra-joblib-launcher) a job goes straight to loky's reusable process
-pool, the one the launcher itself uses, through the launcher's own ``execute_job``: the workers,
-their GPU slots (taken in ``on_job_start``, src/sweeps/callback.py) and their logging are those of
-a grid sweep, but a new job starts the moment any job ends. hydra-optuna-sweeper instead launches
-``n_jobs`` trials at a time and waits for the slowest.
+With the parallel launcher (conf/hydra/launcher/parallel.yaml) a job goes straight to the pool of
+loky workers the launcher itself uses (src/sweeps/pool.py), through hydra-joblib-launcher's own
+``execute_job``: the workers, their GPU slots (taken in ``on_job_start``, src/sweeps/callback.py)
+and their logging are those of a grid sweep, but a new job starts the moment any job ends.
+hydra-optuna-sweeper instead launches ``n_jobs`` trials at a time and waits for the slowest.
 
 Any other launcher (sequential, SLURM, Ray) gets its jobs in batches of ``n_jobs`` through its
 own ``launch``: there the batch is the launcher's unit of work.
@@ -19,16 +19,17 @@ from omegaconf import OmegaConf
 
 
 def is_joblib(launcher: Any) -> bool:
-    return type(launcher).__name__ == "JoblibLauncher"
+    return type(launcher).__name__ in ("JoblibLauncher", "ParallelLauncher")
 
 
 class PoolRunner:
-    """Jobs on loky workers, one future each."""
+    """Jobs on loky workers, one future each (src/sweeps/pool.py: a dead worker costs its own job)."""
 
     def __init__(self, launcher: Any, n_jobs: int):
         from hydra.core.singleton import Singleton
         from hydra.core.utils import configure_log, setup_globals
-        from joblib.externals.loky import get_reusable_executor
+
+        from src.sweeps.pool import shared_pool
 
         setup_globals()
         cfg = launcher.config
@@ -36,18 +37,17 @@ class PoolRunner:
         Path(str(cfg.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         self.launcher, self.n_jobs = launcher, n_jobs
         self.singleton_state = Singleton.get_state()
-        self.executor = get_reusable_executor(max_workers=n_jobs, timeout=600)
+        self.pool = shared_pool(n_jobs)
 
     def submit(self, idx: int, overrides: Sequence[str]) -> cf.Future:
         from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
         la = self.launcher
-        return self.executor.submit(execute_job, idx, list(overrides), la.hydra_context, la.config,
-                                    la.task_function, self.singleton_state)
+        return self.pool.submit(execute_job, idx, list(overrides), la.hydra_context, la.config,
+                                la.task_function, self.singleton_state)
 
     def wait(self, futures) -> set:
-        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-        return done
+        return self.pool.wait(futures)
 
 
 class BatchRunner:

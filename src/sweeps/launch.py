@@ -1,0 +1,148 @@
+"""How the parallel launcher (hydra_plugins/imgcls_parallel_launcher/, conf/hydra/launcher/parallel.yaml)
+runs a sweep's jobs: on a :class:`~src.sweeps.pool.SlotPool`, one job per worker at a time, with
+the hydra-joblib-launcher's own ``execute_job`` (same workers, GPU slots and logging as before).
+
+Faults stay with their job:
+- a worker that dies (kill -9, the OOM killer, a segfault) costs its own job only: the launching
+  process writes that job's metrics.json with status ``killed`` and the cause, retries it once
+  with resume=true if ``hydra.launcher.retry_killed`` says so, and the other jobs run on; the
+  table then lists it and the sweep exits non-zero (src/sweeps/callback.py);
+- Ctrl-C stops the workers, marks the jobs in flight ``interrupted`` (unless they wrote their own
+  metrics.json) and prints one line with the command that resumes the sweep; exit status 130.
+"""
+from __future__ import annotations
+
+import math
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from src.sweeps.pool import WorkerDied, shared_pool
+
+INTERRUPTED_EXIT = 130  # the shell's status for a process ended by SIGINT
+
+
+def launch_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, retry_killed: int = 0):
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import configure_log, setup_globals
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    from src.sweeps.runners import launcher_jobs
+
+    setup_globals()
+    cfg = launcher.config
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    pool = shared_pool(launcher_jobs(launcher))  # workers kept from one batch of jobs to the next
+    state = Singleton.get_state()
+    jobs = {initial_job_idx + i: list(ov) for i, ov in enumerate(job_overrides)}
+    futures: dict = {}   # our future -> (job idx, overrides, submitted at)
+    retries = dict.fromkeys(jobs, 0)
+    results: dict[int, Any] = {}
+
+    def submit(idx: int, overrides: list[str]) -> None:
+        f = pool.submit(execute_job, idx, overrides, launcher.hydra_context, cfg, launcher.task_function, state)
+        futures[f] = (idx, overrides, time.time())
+
+    try:
+        for idx, ov in jobs.items():
+            submit(idx, ov)
+        while futures:
+            for f in pool.wait(list(futures)):
+                idx, ov, started = futures.pop(f)
+                exc = f.exception()
+                if exc is None:
+                    results[idx] = f.result()
+                    continue
+                if not isinstance(exc, WorkerDied):  # raised past train()'s own record (a refused run
+                    pool.shutdown(kill=True)         # folder): ends the sweep, as joblib.Parallel did
+                    raise exc
+                note, status = str(exc), "killed"
+                # a worker that died after writing its result (in teardown) keeps that result
+                run_dir = record_outcome(launcher, ov, idx, status, note, unless_written_since=started)
+                if retries[idx] < retry_killed:
+                    retries[idx] += 1
+                    _say(f"job #{idx} was killed ({run_dir or ' '.join(ov)}): retrying it with resume=true")
+                    submit(idx, [*(o for o in ov if not o.lstrip("+").startswith("resume=")), "resume=true"])
+                    continue
+                _say(f"job #{idx} {status}: {note}")
+                results[idx] = _failed_return(ov, run_dir)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        running = [futures[f] for f in pool.in_flight() if f in futures]
+        waiting = len(futures) - len(running)
+        pool.shutdown(kill=True)
+        for idx, ov, started in running:
+            record_outcome(launcher, ov, idx, "interrupted", "the sweep was interrupted (Ctrl-C) during this job",
+                           unless_written_since=started)
+        _say(f"interrupted: {len(running)} job(s) in flight marked interrupted, {waiting} not started; "
+             f"continue with: {resume_command(sweep_dir)}")
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    return [results[idx] for idx in jobs]
+
+
+def job_dir(launcher: Any, overrides: Sequence[str], idx: int) -> Path | None:
+    """The run folder Hydra gives this job, computed in the launching process as the worker's
+    ``execute_job`` does (the sweep config's cache keeps ${now:} the same)."""
+    from omegaconf import open_dict
+
+    try:
+        sc = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        with open_dict(sc):
+            sc.hydra.job.num = idx
+        return Path(str(sc.hydra.sweep.dir)) / str(sc.hydra.sweep.subdir)
+    except Exception:
+        return None
+
+
+def record_outcome(launcher: Any, overrides: Sequence[str], idx: int, status: str, error: str,
+                   unless_written_since: float | None = None) -> Path | None:
+    """metrics.json for a job whose worker could not write one (it died, or was stopped); kept as it
+    is if the job wrote its own after ``unless_written_since``."""
+    import json
+
+    from src.results import write_json
+    from src.settings import parse
+
+    run_dir = job_dir(launcher, overrides, idx)
+    if run_dir is None:
+        return None
+    mj = run_dir / "metrics.json"
+    if unless_written_since is not None and mj.exists() and mj.stat().st_mtime >= unless_written_since:
+        try:
+            if json.loads(mj.read_text()).get("status"):
+                return run_dir  # the job ended on its own before its worker died or was stopped
+        except (OSError, ValueError):
+            pass
+    seed = next((kv[1] for kv in map(parse, overrides) if kv and kv[0] == "seed"), None)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(mj, {"status": status, "error": error, "overrides": list(overrides),
+                        "seed": int(seed) if seed is not None and str(seed).isdigit() else seed})
+    except OSError:
+        pass
+    return run_dir
+
+
+def _failed_return(overrides: Sequence[str], run_dir: Path | None):
+    """What Hydra's sweeper gets for a lost job: completed with NaN, as train() returns for a failed
+    job in a sweep (a FAILED JobReturn would make Hydra end the sweep); metrics.json says why."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan,
+                     working_dir=str(run_dir) if run_dir else None)
+
+
+def resume_command(sweep_dir: Path) -> str:
+    """The command line of this sweep, into the same sweep folder, with resume=true."""
+    args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "hydra.sweep.dir="))]
+    return shlex.join(["python", sys.argv[0] if sys.argv and sys.argv[0] else "train.py", *args,
+                       f"hydra.sweep.dir={sweep_dir}", "resume=true"])
+
+
+def _say(text: str) -> None:
+    print(f"[sweep] {text}", file=sys.stderr, flush=True)
