@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import hydra

@@ -168,15 +168,17 @@ def _check_config(cfg, job: list[str], here: bool = True) -> None:
     """What the schema cannot say (src/precheck.py): + keys nothing reads, options a _target_ does not
     take, the constructors' own checks, then this machine's GPU, cores and the training split's size."""
     from src import precheck
-    from src.datamodules import build_datamodule  # Lightning: only once the cheap checks have passed
 
     precheck.check_added_keys(cfg, job)
-    precheck.check_targets(cfg)
+    if here:  # torch only (no Lightning): before the checks that import the targets
+        precheck.check_machine(cfg)
+    # the nodes the command changed first: a misspelt optimizer key is found after importing torch only
+    precheck.check_targets(cfg, first=[a.lstrip("+~").split(".")[0] for a in job])
+    from src.datamodules import build_datamodule  # Lightning: only once the checks above have passed
+
     _check_builds(cfg.activation)
     _check_builds(cfg.data, build_datamodule)
     precheck.check_batch_size(cfg)
-    if here:
-        precheck.check_machine(cfg)
 
 
 def _check_builds(node, build=None) -> None:

@@ -3,9 +3,11 @@ is read or a GPU is touched. One dataclass per config group; a field's metadata 
 its allowed values. Only keys present in the config are checked (optimizers differ in options)."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,13 +17,21 @@ from src.errors import ConfigError
 
 
 class Lazy:
-    """A module's tuple of allowed values, read when a value is checked against it: those modules
-    import torch or Lightning (~7 s), which a refusal of another bad value should not wait for."""
+    """A module's tuple of allowed values, kept where the code that uses them lives. Those modules
+    import torch or Lightning (~7 s), which no refusal should wait for: the literal tuple is read from
+    the module's source (ast), and the module is imported only if it is not a literal there."""
 
     def __init__(self, module: str, name: str):
         self.module, self.name = module, name
 
     def __call__(self) -> tuple:
+        source = Path(__file__).resolve().parent.parent.joinpath(*self.module.split(".")).with_suffix(".py")
+        try:
+            for node in ast.parse(source.read_text()).body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == self.name for t in node.targets):
+                    return tuple(ast.literal_eval(node.value))
+        except (OSError, SyntaxError, ValueError):
+            pass
         return tuple(getattr(importlib.import_module(self.module), self.name))
 
 

@@ -99,7 +99,7 @@ def _forwarded(target: str, node: dict, params: set[str]) -> set[str] | None:
     return None if more is None else params | more | set(popped)
 
 
-def check_targets(cfg: DictConfig) -> None:
+def check_targets(cfg: DictConfig, first: list[str] = ()) -> None:
     """Every option of a ``_target_`` node must be a parameter of that callable: Hydra would pass an
     unknown one on and the job would end in a TypeError, after its run dir and data exist."""
     from hydra.utils import get_object
@@ -126,9 +126,9 @@ def check_targets(cfg: DictConfig) -> None:
             if isinstance(v, dict):
                 walk(v, f"{path}.{k}")
 
-    for k, v in container.items():
-        if isinstance(v, dict) and k not in OWN_CHECK:
-            walk(v, str(k))
+    for k in sorted(container, key=lambda k: k not in first):  # ``first``: top-level keys checked first
+        if isinstance(container[k], dict) and k not in OWN_CHECK:
+            walk(container[k], str(k))
 
 
 def check_added_keys(cfg: DictConfig, job: list[str]) -> None:

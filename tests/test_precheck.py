@@ -172,3 +172,22 @@ def test_threads_setting_sets_torch_threads(monkeypatch):
     build_trainer(threads="auto", accelerator="cpu", logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False)
     assert calls == [1]
+
+
+def test_refusal_imports_neither_torch_nor_lightning(tmp_path):
+    """A bad value is refused before torch (~2 s) and Lightning (~7 s) are imported: a real
+    `python train.py optimizer.lr=-1` answers in well under a second (it took 7-13 s)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import runpy, sys\nsys.argv = ['train.py', 'optimizer.lr=-1', 'lit.mixup.prob=0.5']\n"
+            "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    print(e.code, 'torch' in sys.modules, 'lightning' in sys.modules)\n")
+    start = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "DATA_DIR": str(tmp_path)})
+    assert p.stdout.split() == ["2", "False", "False"], p.stdout + p.stderr
+    assert p.stderr.strip() == "error: optimizer.lr=-1 is not valid: use a number > 0"
+    assert time.perf_counter() - start < 10
