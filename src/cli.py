@@ -133,7 +133,7 @@ def check_jobs(argv: list[str]) -> None:
 def _check_search(argv: list[str]) -> bool:
     """With hydra/sweeper=optuna: check the search (space, objectives, bounds) and its one job
     config; False for a grid sweep (then every job is checked as usual)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
 
     from src.config_schema import validate
     from src.sweeps.optuna_search import check_search

@@ -46,7 +46,9 @@ def parse_entry(entry: str) -> tuple[str, dict]:
     return name, kwargs
 
 
-def _module(item) -> tuple[str, nn.Module]:
+def activation_module(item) -> tuple[str, nn.Module]:
+    """(label, a module) for an activation given as a name entry ("elu:alpha=0.5"), a factory or a
+    module (the activation figure and the depth landscape take the same three)."""
     from torch import nn
 
     if isinstance(item, nn.Module):
@@ -58,7 +60,7 @@ def _module(item) -> tuple[str, nn.Module]:
         return item, activation_factory(name, **kwargs)()
     if callable(item):
         return getattr(item, "activation_name", getattr(item, "__name__", "activation")), item()
-    raise TypeError(f"cannot plot {item!r}: give a name, a factory or a module")
+    raise TypeError(f"cannot use {item!r} as an activation: give a name, a factory or a module")
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -87,7 +89,7 @@ def activation_figure(items: Iterable, x_range: Sequence[float] = (-5.0, 5.0)):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    mods = [_module(item) for item in items]
+    mods = [activation_module(item) for item in items]
     if not mods:
         raise ValueError("nothing to plot: give at least one activation")
     fig = Figure(figsize=(9, 2.6 * len(mods)), layout="constrained")

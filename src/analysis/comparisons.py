@@ -81,7 +81,6 @@ def compare(s: Summary, reference: str | None = None, alpha: float = stats.ALPHA
     m = sum(1 for x in s.table["setting"] if refs.get(x) not in (None, x)  # the family adjusted together
             and min(len(run_values(s, x)), len(run_values(s, refs[x]))) >= 2
             and not no_test_reason(s, run_values(s, x), run_values(s, refs[x])))
-    floor_of = {}
     pairs = {}
     rows = []
     for setting in s.table["setting"]:

@@ -22,7 +22,6 @@ returns the numbers, :func:`landscape_figure` the matplotlib Figure (Agg, no pyp
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import sys
@@ -33,9 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.models.activations import activation_factory, available_activations
 from src.analysis.activations_plot import activation_parser
-from src.run_figures import parse_entry
+from src.run_figures import activation_module
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -53,18 +51,6 @@ def landscape_weights(layers: int = 6, width: int = 64, seed: int = 0, bias_std:
         b = torch.randn(fan_out, generator=gen, dtype=torch.float64) * float(bias_std)
         weights.append((w, b))
     return weights
-
-
-def _act_module(item) -> tuple[str, nn.Module]:
-    """(label, a module) for a name entry, a factory or a module."""
-    if isinstance(item, nn.Module):
-        return getattr(item, "act_name", type(item).__name__.lower()), item
-    if isinstance(item, str):
-        name, kwargs = parse_entry(item)
-        return item, activation_factory(name, **kwargs)()
-    if callable(item):
-        return getattr(item, "activation_name", getattr(item, "__name__", "activation")), item()
-    raise TypeError(f"cannot use {item!r} as an activation: give a name, a factory or a module")
 
 
 def landscape_network(weights: Weights, act: nn.Module) -> nn.Sequential:
@@ -110,7 +96,7 @@ def landscape(
     xs, ys, inputs = grid(range_, points)
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for item in items:
-        label, act = _act_module(item)
+        label, act = activation_module(item)
         net = landscape_network(weights, act)
         with torch.no_grad():
             z = net(inputs).reshape(len(ys), len(xs))

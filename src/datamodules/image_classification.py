@@ -3,7 +3,6 @@ whole dataset lives in memory (or on the GPU) as uint8 tensors; batches are slic
 augmented/normalised batched on the device."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
