@@ -221,3 +221,14 @@ def test_runs_that_differ_in_provenance_are_named_a_confound(tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("activation")
     assert csv.loc["relu", "torch"] == "2.14.1" and csv.loc["tanh", "device"] == "cpu"
     assert "Confound: the runs differ in torch version" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_mix_of_provenance_alike_in_every_setting_is_no_confound(tmp_path):
+    a = make_sweep(tmp_path / "a", {"relu": {0: 0.95}, "tanh": {0: 0.97}})
+    b = make_sweep(tmp_path / "b", {"relu": {1: 0.96}, "tanh": {1: 0.975}})
+    for sweep, commit in ((a, "1111111aaaaaaaa"), (b, "2222222bbbbbbbb")):
+        for mj in sweep.rglob("metrics.json"):
+            mj.write_text(json.dumps({**json.loads(mj.read_text()), "provenance": {"commit": commit}}))
+    notes = integrity_notes(compare(summarize([a, b])))
+    assert not any(n.startswith("Confound") for n in notes)
+    assert "The runs span several git commits (1111111aaa, 2222222bbb), alike in every setting." in notes

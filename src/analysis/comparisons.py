@@ -202,17 +202,24 @@ def integrity_notes(s: Summary) -> list[str]:
                      "test it.")
     t = s.table
     for col, what in PROVENANCE.items():
-        done = s.runs.loc[s.runs["status"] == "completed", col].dropna() if col in s.runs else []
-        if len(set(map(str, done))) > 1:
-            per = "; ".join(f"{label_of(s, r['setting'])}: {r[col]}" for _, r in t.iterrows() if r.get(col))
-            notes.append(f"Confound: the runs differ in {what} ({per}), so a difference may come from it, not "
-                         "from the setting.")
+        done = s.runs[(s.runs["status"] == "completed")] if col in s.runs else s.runs.iloc[0:0]
+        if done[col].dropna().map(str).nunique() < 2:
+            continue
+        short = (lambda v: str(v)[:10]) if col == "commit" else str
+        per_setting = {x: sorted({short(v) for v in g.dropna()}) for x, g in done.groupby("setting", sort=False)[col]}
+        if len({tuple(v) for v in per_setting.values()}) == 1:  # the same mix in every setting: no confound
+            notes.append(f"The runs span several {what}s ({', '.join(next(iter(per_setting.values())))}), alike in "
+                         "every setting.")
+            continue
+        per = "; ".join(f"{label_of(s, x)}: {', '.join(v)}" for x, v in per_setting.items())
+        notes.append(f"Confound: the runs differ in {what} ({per}), so a difference may come from it, not "
+                     "from the setting.")
     if "interval" in t and (t["interval"] == UNINFORMATIVE).any():
         notes.append("n = 2: a t interval of the mean spans ±12.7 SD, so it is not shown; run more seeds.")
     if "interval" in t and (t["interval"] == CLIPPED).any():
         notes.append("Intervals marked (clipped) were cut to the metric's range.")
     cmp = compared(s)
-    if len(cmp) and s.options.get("adjust", "none") != "none":
+    if len(cmp) and s.options.get("adjust", "none") != "none" and s.options.get("comparisons", 0) > 1:
         if s.options.get("ci") == "adjusted":
             notes.append("Intervals of Δ are adjusted: each excludes 0 exactly when its adjusted p is below α "
                          "(Holm: the level of its step, α/m for the first; BH: R·α/m).")
