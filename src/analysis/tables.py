@@ -148,8 +148,10 @@ def comparison_details(s: Summary) -> list[str]:
     better = "P(A>B)" if s.higher_is_better else "P(A<B)"
     header = ["setting", "vs", "test", "t", "df", "p", "exact test", "exact p", "r (paired)", better, "wins",
               f"SD used{unit}", f"smallest Δ at n{unit}", "seeds for Δ"]
+    plan = s.options.get("planning_alpha", s.options["alpha"])
     lines = ["", "Comparison details (p unadjusted; power for planning: two-sided t-test, "
-             f"α = {s.options['alpha']:g}, {s.options['power']:.0%} power, from the seed SD):", "",
+             f"α = {plan:.3g}{' (α/m: the adjusted level)' if plan < s.options['alpha'] else ''}, "
+             f"{s.options['power']:.0%} power, from the seed SD):", "",
              "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
     for _, r in t.iterrows():
         wins = "–" if _nan(r["wins"]) or _nan(r["pairs"]) else f"{int(r['wins'])} of {int(r['pairs'])}"
