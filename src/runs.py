@@ -165,6 +165,21 @@ def recorded_outcome(cfg: DictConfig):
             yield
     finally:
         release_run_dirs()
+        if is_launch_rank_zero():  # rank 0 wrote the outcome; other ranks keep their own logs
+            log_outcome(Path(cfg.paths.output_dir))
+
+
+def log_outcome(out: Path) -> None:
+    """The run's log (Hydra's <job>.log in the run folder) gets the run's outcome in one line: the
+    status and its error or its test accuracy, so that it is never left empty."""
+    import logging
+
+    status = read_status(out) or {"status": "killed", "error": "no metrics.json was written"}
+    detail = status.get("error") or ", ".join(f"{k}={status[k]:.4f}" for k in ("test/acc", "test/loss")
+                                              if isinstance(status.get(k), (int, float)))
+    level = logging.INFO if status.get("status") in ("completed", "debug", "pruned") else logging.ERROR
+    logging.getLogger("train").log(level, "[outcome] %s%s (metrics.json in %s)", status.get("status"),
+                                   f": {detail}" if detail else "", out)
 
 
 @contextlib.contextmanager

@@ -326,3 +326,26 @@ def test_command_writes_png_and_csv(tmp_path, capsys):
     assert main(["nope", "--out", str(tmp_path / "x.png")]) == 2 and not (tmp_path / "x.png").exists()
     fig = landscape_figure(["relu", "tanh"], layers=2, width=4, points=10)
     assert len([ax for ax in fig.axes if ax.images]) == 2
+
+
+def test_the_activation_figures_default_into_outputs_never_the_current_folder(tmp_path, monkeypatch):
+    """`python -m src.analysis.activations_plot relu` wrote activations.png into the repo root."""
+    from src.analysis import activations_plot
+
+    monkeypatch.chdir(tmp_path)
+    assert activations_plot.main(["relu", "tanh"]) == 0
+    assert (tmp_path / "outputs" / "activations.png").stat().st_size > 1000
+    assert not (tmp_path / "activations.png").exists()
+
+
+def test_a_test_prefix_is_warned_about(caplog):
+    """+trainer.limit_test_batches tests a class-sorted prefix (horses-or-humans: 128/128 horses)."""
+    import logging
+
+    from src.lit.trainer import build_trainer
+
+    with caplog.at_level(logging.WARNING):
+        build_trainer(compile="off", accelerator="cpu", logger=False, enable_checkpointing=False,
+                      limit_test_batches=2, enable_progress_bar=False)
+    assert sum("data.test_fraction" in r.getMessage() and "sorted by class" in r.getMessage()
+               for r in caplog.records) == 1

@@ -201,3 +201,24 @@ def test_data_that_cannot_fit_the_gpu_is_refused_with_on_device_true(monkeypatch
     assert dm._target_device(2**29) == torch.device("cuda", 0)
     dm.on_device = "auto"  # auto: host memory when it takes over a quarter of the free memory
     assert dm._target_device(2**29) == torch.device("cpu") and dm._target_device(2**27) == torch.device("cuda", 0)
+
+
+def test_a_class_without_training_images_is_refused_or_kept_for_training(tmp_path, caplog):
+    """Issue 23.5: every training image of 'zebras' skipped as unreadable trained silently (its
+    confusion row all wrong); one zebra in a cut split went to the test split alone."""
+    write_folder(tmp_path / "set" / "train", {"cats": 16, "dogs": 16}, seed=1)
+    (tmp_path / "set" / "train" / "zebras").mkdir()
+    for i in range(3):
+        (tmp_path / "set" / "train" / "zebras" / f"{i}.png").write_bytes(b"not a png")
+    write_folder(tmp_path / "set" / "test", {"cats": 4, "dogs": 4, "zebras": 2}, seed=2)
+    with pytest.raises(DataError) as e:
+        _dm(tmp_path / "set", tmp_path, skip_bad_images=True)
+    line = str(e.value)
+    assert "'zebras' has no training image" in line and "train 0, test 2" in line and "\n" not in line
+    # a single folder with one zebra: cut 20 % per class, the zebra stays in training, said once
+    write_folder(tmp_path / "flat", {"cats": 16, "dogs": 16, "zebras": 1}, size=(24, 24))
+    with caplog.at_level(logging.WARNING):
+        dm = _dm(tmp_path / "flat", tmp_path, test_size=0.2)
+    assert torch.bincount(dm.split("train")[1], minlength=3).tolist()[2] == 1
+    assert torch.bincount(dm.split("test")[1], minlength=3).tolist()[2] == 0
+    assert sum("kept one image of zebras" in r.getMessage() for r in caplog.records) == 1

@@ -145,3 +145,20 @@ def test_the_recorded_config_leaves_out_only_what_cannot_change_a_result(tmp_pat
     other = result_config(compose_config([*base, "seed=1", "debug=fdr"], tmp_path / "c"))
     assert differences({"config": config}, other, []) == ["seed: 0 -> 1", "trainer.fast_dev_run: false -> true"]
     assert json.loads(json.dumps(config)) == config  # as metrics.json holds it
+
+
+def test_the_run_log_gets_the_outcome_so_it_is_never_empty(tmp_path, caplog):
+    """train.log was created empty in every run folder (52 of 52 checked)."""
+    import json
+    import logging
+
+    from src.runs import log_outcome
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "error": "DataError: MNIST not found"}))
+    with caplog.at_level(logging.INFO, logger="train"):
+        log_outcome(tmp_path)
+        (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "test/acc": 0.9871}))
+        log_outcome(tmp_path)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "train"]
+    assert lines[0][0] == logging.ERROR and "[outcome] failed: DataError: MNIST not found" in lines[0][1]
+    assert lines[1][0] == logging.INFO and "[outcome] completed: test/acc=0.9871" in lines[1][1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from src.models.activations import available_activations
 from src.run_figures import activation_figure
@@ -31,7 +32,8 @@ def activation_parser(module: str, description: str, out: str) -> argparse.Argum
 
 def main(argv: list[str] | None = None) -> int:
     parser = activation_parser("src.analysis.activations_plot",
-                               "Write a PNG of activations (left) and their derivatives (right).", "activations.png")
+                               "Write a PNG of activations (left) and their derivatives (right).",
+                               "outputs/activations.png")  # outputs/ is git-ignored; the checkout stays clean
     parser.add_argument("--range", nargs=2, type=float, default=(-5.0, 5.0), metavar=("LO", "HI"))
     args = parser.parse_args(argv)
     if args.range[0] >= args.range[1]:
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=args.dpi)
     print(f"wrote {args.out} ({len(args.names)} activations)")
     return 0

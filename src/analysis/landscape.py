@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = activation_parser(
         "src.analysis.landscape",
         "Heat maps of a random fully connected net's output over a 2-D input grid, one per activation.",
-        "landscape.png")
+        "outputs/landscape.png")  # outputs/ is git-ignored: a default run leaves the checkout clean
     parser.add_argument("--layers", type=int, default=6, help="hidden layers (default 6)")
     parser.add_argument("--width", type=int, default=64, help="units per hidden layer (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed, the same for every activation")

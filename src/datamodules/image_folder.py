@@ -112,12 +112,49 @@ class ImageFolder(DataSource):
                 raise DataError(f"{test_dir} and {train_dir} hold different class folders "
                                 f"({', '.join(sorted(set(test_classes) ^ set(classes))[:5])} in only one): "
                                 f"give both the same <class>/ folders")
+            every_class_trains(classes, ty, vy, train_dir, skip)
             mean, std = _stats(tx, None, meta, "all", cache_dir)
             return Splits(tx, ty, vx, vy, classes, mean=mean, std=std)
         if len(classes) < 2:
             raise DataError(f"{train_dir} holds {len(classes)} class folder(s): a classifier needs at least 2")
         test_size, split_seed = self.test_size, self.split_seed
+        every_class_trains(classes, ty, ty[:0], train_dir, skip)  # a class with no image at all
         train_idx, test_idx = stratified_holdout(ty, test_size, split_seed, what="data.test_size", held="test")
+        train_idx, test_idx = keep_one_for_training(classes, ty, train_idx, test_idx)
         mean, std = _stats(tx, train_idx, meta, f"test_size={test_size},split_seed={split_seed}", cache_dir)
         return Splits(tx, ty[train_idx], tx, ty[test_idx], classes, train_index=train_idx, test_index=test_idx,
                       mean=mean, std=std)
+
+
+def every_class_trains(classes: list[str], train_y: torch.Tensor, test_y: torch.Tensor, train_dir: Path,
+                       skip: bool) -> None:
+    """A class without a training image would train silently (its row of the confusion matrix all
+    wrong): refused in one line naming it and its images per split."""
+    n = len(classes)
+    train, test = torch.bincount(train_y, minlength=n).tolist(), torch.bincount(test_y, minlength=n).tolist()
+    for c, name in enumerate(classes):
+        if train[c] == 0:
+            why = " (every file of it was skipped as unreadable)" if skip else ""
+            raise DataError(f"class '{name}' has no training image{why}: train {train[c]}, test {test[c]}; add "
+                            f"images to {train_dir / name} or remove that folder")
+
+
+def keep_one_for_training(classes: list[str], labels: torch.Tensor, train_idx: torch.Tensor,
+                          test_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cut test split takes a class's share; a class too small for it (one image, or a share
+    rounded up to all) keeps one image for training instead, and a warning says so."""
+    import logging
+
+    moved = []
+    for c in range(len(classes)):
+        if (labels[train_idx] == c).any():
+            continue
+        mine = test_idx[labels[test_idx] == c]
+        train_idx = torch.cat([train_idx, mine[:1]]).sort().values
+        test_idx = test_idx[test_idx != mine[0]]
+        moved.append(f"{classes[c]} ({len(mine)} image(s))")
+    if moved:
+        logging.getLogger(__name__).warning(
+            "data.test_size: kept one image of %s for training (too few for a test share and a training one)",
+            ", ".join(moved))
+    return train_idx, test_idx

@@ -22,6 +22,14 @@ def build_trainer(compile="auto", channels_last="auto", callbacks=None, benchmar
         import torch
 
         torch.set_num_threads(int(threads))
+    limit = kwargs.get("limit_test_batches")
+    if limit not in (None, 1, 1.0):  # the first batches of a split sorted by class test a few classes only
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "trainer.limit_test_batches=%s tests the first batches of the test split, which an image folder "
+            "holds sorted by class (horses-or-humans: only horses): use data.test_fraction=%s for a "
+            "stratified subset instead", limit, limit if isinstance(limit, float) else "0.1")
     if benchmark is None:
         benchmark = not deterministic
     speedup = SpeedUp(compile, channels_last, compile_backend)
