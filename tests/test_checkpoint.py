@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import lightning as L
 import torch
@@ -37,6 +38,11 @@ class Scripted(L.LightningModule):
         return [0]
 
 
+def _final_name(filepath) -> str:
+    """The file a save ends in: checkpoints are written to <name>.tmp<pid> and renamed into place."""
+    return re.sub(r"\.tmp\d+$", "", os.path.basename(filepath))
+
+
 def _fit(dirpath, val_acc, epochs, resume=None):
     ckpt = LatestCheckpoint(dirpath=dirpath, filename="epoch_{epoch:03d}", monitor="val/acc", mode="max",
                             auto_insert_metric_name=False)
@@ -46,7 +52,7 @@ def _fit(dirpath, val_acc, epochs, resume=None):
     save = trainer.save_checkpoint
 
     def counted(filepath, *a, **k):
-        writes.append((trainer.current_epoch, os.path.basename(filepath)))
+        writes.append((trainer.current_epoch, _final_name(filepath)))
         save(filepath, *a, **k)
 
     trainer.save_checkpoint = counted
@@ -106,7 +112,7 @@ def test_default_config_writes_one_checkpoint_per_epoch(fake_data, tmp_path, mon
     save = L.Trainer.save_checkpoint
 
     def counted(self, filepath, *a, **k):
-        written.append(os.path.basename(filepath))
+        written.append(_final_name(filepath))
         return save(self, filepath, *a, **k)
 
     monkeypatch.setattr(L.Trainer, "save_checkpoint", counted)
@@ -115,3 +121,44 @@ def test_default_config_writes_one_checkpoint_per_epoch(fake_data, tmp_path, mon
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
     assert len(written) == 2, written
     assert _epoch(tmp_path / "checkpoints" / "last.ckpt") == 1
+
+
+def test_a_full_disk_leaves_no_truncated_checkpoint_or_temp_file_and_names_the_run_folder(tmp_path, monkeypatch):
+    """Issue 23.7: a full disk mid-run left a truncated checkpoint and metrics.tmp<pid>, and the
+    message named a temporary file."""
+    import errno
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pytest
+
+    from src.lit.checkpoint import LatestCheckpoint
+    from src.results import write_json
+
+    target = tmp_path / "checkpoints" / "epoch_001.ckpt"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous, whole checkpoint")
+
+    def full_disk(path, weights_only=False):
+        Path(path).write_bytes(b"half a checkpo")  # what a full disk leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    trainer = SimpleNamespace(save_checkpoint=full_disk, is_global_zero=True, global_step=7, loggers=[])
+    with pytest.raises(OSError) as e:
+        LatestCheckpoint(dirpath=str(target.parent))._save_checkpoint(trainer, str(target))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert target.read_bytes() == b"the previous, whole checkpoint" and sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+    def no_space(self, *a, **k):
+        Path.write_bytes(self, b"{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    with pytest.raises(OSError) as e:
+        write_json(tmp_path / "metrics.json", {"status": "completed"})
+    assert e.value.filename == str(tmp_path / "metrics.json")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("metrics")] == []
+    monkeypatch.undo()
+    write_json(tmp_path / "metrics.json", {"status": "completed"})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"status": "completed"}

@@ -168,12 +168,12 @@ def test_in_a_sweep_a_diverged_job_returns_nan_instead_of_raising(fake_data, tmp
 
 
 def test_disk_full_is_one_line(fake_data, tmp_path, monkeypatch):
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    import lightning as L
 
-    def full(self, trainer, filepath):
+    def full(self, filepath, *a, **k):  # the disk fills while the checkpoint (a temp file) is written
         raise OSError(errno.ENOSPC, "No space left on device", filepath)
 
-    monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", full)
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", full)
     cfg = compose_cfg(["model=lenet5", "data=mnist", *QUICK], tmp_path, fake_data)
     with pytest.raises(UserError, match=r"cannot write .*epoch_000.ckpt: No space left on device"):
         train(cfg)

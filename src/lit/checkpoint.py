@@ -54,3 +54,25 @@ class LatestCheckpoint(ModelCheckpoint):
             self._pending_removal = filepath
             return
         super()._remove_checkpoint(trainer, filepath)
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        """Lightning's save, written to a temporary name beside the file and renamed into place: a
+        full disk (or a kill) mid-write leaves the previous checkpoint whole and no truncated one,
+        and the error names the checkpoint in the run folder, not a temporary file."""
+        from weakref import proxy
+
+        tmp = f"{filepath}.tmp{os.getpid()}"
+        try:
+            trainer.save_checkpoint(tmp, self.save_weights_only)
+            if trainer.is_global_zero:  # the strategy writes on rank 0 only
+                os.replace(tmp, filepath)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise OSError(e.errno, e.strerror, filepath) from e
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
