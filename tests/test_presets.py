@@ -48,7 +48,9 @@ def test_augment_presets_are_one_list():
     from src.datamodules.augment import AUGMENT_PRESETS, build_augment
     from src.errors import ConfigError
 
-    assert tuple(AUGMENTS) == AUGMENT_PRESETS == DataOptions.__dataclass_fields__["augment"].metadata["choices"]
+    schema = DataOptions.__dataclass_fields__["augment"].metadata["choices"]
+    schema = schema() if callable(schema) else schema  # read lazily from augment.py (src/config_schema.py)
+    assert tuple(AUGMENTS) == AUGMENT_PRESETS == schema
     with pytest.raises(ConfigError, match=re.escape(f"choose one of {', '.join(AUGMENT_PRESETS)}") + "$"):
         build_augment("crop")
 
