@@ -23,8 +23,14 @@ class Lazy:
 
     def __init__(self, module: str, name: str):
         self.module, self.name = module, name
+        self._values: tuple | None = None
 
     def __call__(self) -> tuple:
+        if self._values is None:  # read once: validate() runs for every job of a sweep
+            self._values = self._read()
+        return self._values
+
+    def _read(self) -> tuple:
         source = Path(__file__).resolve().parent.parent.joinpath(*self.module.split(".")).with_suffix(".py")
         try:
             for node in ast.parse(source.read_text()).body:

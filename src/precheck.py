@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 import re
 
 from omegaconf import DictConfig, OmegaConf
@@ -182,7 +181,9 @@ def check_machine(cfg: DictConfig) -> None:
         on_cpu = not has_gpu
     else:
         on_cpu = accelerator == "cpu"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from src.sweeps.slots import cpu_cores
+
+    cores = cpu_cores()
     if on_cpu and isinstance(devices, int) and devices > cores:
         raise ConfigError(f"trainer.devices={devices} would start {devices} training processes on {cores} CPU "
                           f"cores: use trainer.devices={cores} or fewer")

@@ -31,10 +31,7 @@ def run_suffix(overrides) -> str:
 
 
 def _override_list(overrides) -> list[str]:
-    # a ListConfig from ${hydra.overrides.task}; a string still names one override dirname
-    if isinstance(overrides, str):
-        return [o for o in overrides.split(",") if o]
-    return [str(o) for o in overrides or []]
+    return [str(o) for o in overrides or []]  # a ListConfig: ${hydra.overrides.task}
 
 
 def channels_for(grayscale: bool, colour_channels: int = 3) -> int:

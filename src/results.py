@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.config_schema import val_is_test_split
+
 
 def task_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
@@ -82,8 +84,7 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         # data.val_size=0 validates on the test split: the best val/acc is then a peak of the test
         # curve, selected on the test set, and never reported as test/acc (train.py tests the final weights);
         # k-fold runs (data.folds) validate on their fold instead
-        "val_is_test_split": not (OmegaConf.select(cfg, "data.val_size", default=0)
-                                  or OmegaConf.select(cfg, "data.folds", default=0)),
+        "val_is_test_split": val_is_test_split(cfg),
         # callbacks=ema|swa: the tested (and checkpointed) weights were that average; null: the raw weights
         "averaged_weights": next((c.averaged_weights for c in trainer.callbacks if hasattr(c, "averaged_weights")),
                                  None),

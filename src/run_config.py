@@ -98,14 +98,6 @@ def refusal(run_dir: Path, diffs: list[str], others: int = 0) -> str:
             f"runs of the same config; pass overwrite=true to train again into it, or choose another folder")
 
 
-def read_metrics(run_dir: Path) -> dict | None:
-    try:
-        data = json.loads((Path(run_dir) / "metrics.json").read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
 def check_resumed_jobs(argv: list[str], jobs: list[list[str]]) -> None:
     """The pre-check's part (src/cli.py check_jobs): with resume=true into a given folder, every
     job whose folder holds a completed run of another config is refused in one line before any
@@ -116,6 +108,7 @@ def check_resumed_jobs(argv: list[str], jobs: list[list[str]]) -> None:
 
     from src.compose import CONF_DIR
     from src.errors import UserError
+    from src.runs import read_status
 
     multirun = bool({"-m", "--multirun"} & set(argv))
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
@@ -141,7 +134,7 @@ def check_resumed_jobs(argv: list[str], jobs: list[list[str]]) -> None:
                 if not cfg.get("resume"):
                     continue
                 run_dir = Path(given[-1]) / str(cfg.hydra.sweep.subdir) if multirun else Path(given[-1])
-                prev = read_metrics(run_dir)
+                prev = read_status(run_dir)
                 if not prev or prev.get("status") != "completed" or cfg.get("overwrite"):
                     continue
                 if diffs := differences(prev, result_config(cfg), job):

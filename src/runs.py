@@ -23,9 +23,10 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.E
 
 def read_status(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "metrics.json").read_text())
+        data = json.loads((Path(run_dir) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def previous_result(cfg: DictConfig) -> dict | None:
@@ -127,10 +128,7 @@ def _fresh_single_run_folder() -> bool:
 def _clear_debug_run(out: Path) -> None:
     """A debug run (status "debug", src/results.py) is no result: a real run trains afresh over it,
     with resume=true too, and never continues from its checkpoints or appends to its log."""
-    import shutil
-
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    (out / "csv" / "metrics.csv").unlink(missing_ok=True)
+    clear_leftovers(out)
     print(f"[run] {out} held a debug run (no result): training afresh", file=sys.stderr)
 
 

@@ -57,24 +57,20 @@ def is_setting(key: str, value: str | None = None) -> bool:
     return not (value and str(value).startswith("/"))  # an absolute path is a location, not a setting
 
 
+def _settings(overrides) -> list[tuple[str, tuple[str, str]]]:
+    """(the override as typed, (key, value)) for each override that defines the setting."""
+    parsed = [(str(o), parse(o)) for o in overrides or []]
+    return [(text, kv) for text, kv in parsed if kv and is_setting(*kv)]
+
+
 def setting_lines(overrides) -> list[str]:
     """The overrides that define the setting, as typed, sorted as Hydra sorts `override_dirname`."""
-    out = []
-    for o in overrides or []:
-        kv = parse(o)
-        if kv and is_setting(*kv):
-            out.append(str(o))
-    return sorted(out)
+    return sorted(text for text, _ in _settings(overrides))
 
 
 def setting_of(overrides) -> dict[str, str]:
     """key -> value of the overrides that define the setting (the report's `cfg:<key>` columns)."""
-    out = {}
-    for o in overrides or []:
-        kv = parse(o)
-        if kv and is_setting(*kv):
-            out[kv[0]] = kv[1]
-    return out
+    return dict(kv for _, kv in _settings(overrides))
 
 
 def setting_name(overrides) -> str:

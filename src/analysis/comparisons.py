@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from src.analysis import stats
-from src.analysis.summary import (CLIPPED, PROVENANCE, UNINFORMATIVE, Summary, default_reference, metric_bounds, reference_map,
-                                  run_values)
+from src.analysis.summary import (CLIPPED, PROVENANCE, UNINFORMATIVE, Summary, default_reference, label,
+                                  metric_bounds, reference_map, run_values)
 
 COLUMNS = ("reference", "paired", "test", "delta", "delta_ci_low", "delta_ci_high", "delta_aci_low", "delta_aci_high",
            "ci_level", "delta_ci_clipped", "t", "df", "p", "p_adj",
@@ -179,12 +179,6 @@ def compared(s: Summary) -> pd.DataFrame:
     return s.table[~s.table["verdict"].isin(["reference", "no reference", SELECTED_ON_TEST, POOLED_UNPAIRED])]
 
 
-def label_of(s: Summary, setting: str) -> str:
-    from src.analysis.summary import label
-
-    return label(s, setting)
-
-
 def integrity_notes(s: Summary) -> list[str]:
     """The lines under every rendering of the table (printed, summary.md, summary.tex) that keep it
     from saying more than the runs support."""
@@ -211,7 +205,7 @@ def integrity_notes(s: Summary) -> list[str]:
             notes.append(f"The runs span several {what}s ({', '.join(next(iter(per_setting.values())))}), alike in "
                          "every setting.")
             continue
-        per = "; ".join(f"{label_of(s, x)}: {', '.join(v)}" for x, v in per_setting.items())
+        per = "; ".join(f"{label(s, x)}: {', '.join(v)}" for x, v in per_setting.items())
         notes.append(f"Confound: the runs differ in {what} ({per}), so a difference may come from it, not "
                      "from the setting.")
     if "interval" in t and (t["interval"] == UNINFORMATIVE).any():
@@ -266,8 +260,6 @@ def _adjusted(s: Summary) -> str:
 def versus(s: Summary, setting: str, reference: str) -> str:
     """'tanh vs relu'; with several keys only the reference's differing values ('activation=swish,
     model.depth=4 vs activation=relu')."""
-    from src.analysis.summary import label
-
     if len(s.keys) <= 1:
         return f"{label(s, setting)} vs {label(s, reference)}"
     try:

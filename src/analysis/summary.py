@@ -93,10 +93,11 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
             out = out.fillna(choice)
         return out.fillna("default").astype(str)
 
+    # keys whose value differs between runs (a run that did not set one has its own value, not set)
+    varying = [c[4:] for c in cfg_cols if runs[c].map(as_text).nunique() > 1]
     if by:
         keys = list(by)
     else:
-        varying = [c[4:] for c in cfg_cols if runs[c].fillna("default").astype(str).nunique() > 1]
         keys = [k for k in given_keys if k in varying] + sorted(k for k in varying if k not in given_keys)
     common = {c[4:]: str(runs[c].iloc[0]) for c in cfg_cols
               if c[4:] not in keys and runs[c].notna().all() and runs[c].astype(str).nunique() == 1}
@@ -120,9 +121,8 @@ def summarize(sweep_dir: Path | list[Path], metric: str = "test/acc", by: list[s
     group_cols = key_cols or ["setting"]
     # keys that vary among the runs but do not group them: each row pools their values, and a
     # comparison pairs runs on them (src/analysis/comparisons.py)
-    varying_now = [c[4:] for c in cfg_cols if runs[c].map(as_text).nunique() > 1]
     pooled = {k: value_order(k, list(dict.fromkeys(runs[f"cfg:{k}"].map(as_text))), given_values)
-              for k in varying_now if k not in keys}
+              for k in varying if k not in keys}
     runs["_unit"] = _units(runs, pooled)
     done = runs[completed & runs[metric].notna()]
     lo, hi = metric_bounds(metric)

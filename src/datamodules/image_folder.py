@@ -146,9 +146,8 @@ def keep_one_for_training(classes: list[str], labels: torch.Tensor, train_idx: t
     import logging
 
     moved = []
-    for c in range(len(classes)):
-        if (labels[train_idx] == c).any():
-            continue
+    trained = torch.bincount(labels[train_idx], minlength=len(classes))
+    for c in (trained == 0).nonzero().flatten().tolist():
         mine = test_idx[labels[test_idx] == c]
         train_idx = torch.cat([train_idx, mine[:1]]).sort().values
         test_idx = test_idx[test_idx != mine[0]]

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.config_schema import val_is_test_split
 from src.errors import ConfigError
 from src.sweeps import optuna_study as st
 from src.sweeps.optuna_space import override, parse_space, split_arguments
@@ -53,8 +54,7 @@ def check_honest(objectives: list[str], config: DictConfig) -> None:
         if k.startswith("test/"):
             raise ConfigError(f"the search would optimise {k}, i.e. choose hyperparameters on the test set: "
                               f"set optimized_metric=val/acc_best and data.val_size=0.1 (a hold-out of the training split)")
-        if k.startswith("val/") and OmegaConf.select(config, "data") is not None and \
-                not OmegaConf.select(config, "data.val_size", default=0) and not OmegaConf.select(config, "data.folds", default=0):
+        if k.startswith("val/") and OmegaConf.select(config, "data") is not None and val_is_test_split(config):
             raise ConfigError(f"the search optimises {k} but data.val_size=0 validates on the test split: "
                               f"set data.val_size=0.1 (a hold-out of the training split)")
 
