@@ -111,6 +111,10 @@ def _recorded(fn, *args):
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]}
 
 
+# how a run may end without a fault: a debug run did not fail, though it is no result (never tabled)
+ENDED_WELL = frozenset({"completed", "debug"})
+
+
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

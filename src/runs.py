@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from src.ddp.ranks import is_launch_rank_zero
 from src.errors import UserError
-from src.results import task_overrides, write_json
+from src.results import ENDED_WELL, task_overrides, write_json
 from src.run_lock import lock_run_dir, release_run_dirs
 
 
@@ -175,7 +175,7 @@ def log_outcome(out: Path) -> None:
     status = read_status(out) or {"status": "killed", "error": "no metrics.json was written"}
     detail = status.get("error") or ", ".join(f"{k}={status[k]:.4f}" for k in ("test/acc", "test/loss")
                                               if isinstance(status.get(k), (int, float)))
-    level = logging.INFO if status.get("status") in ("completed", "debug", "pruned") else logging.ERROR
+    level = logging.INFO if status.get("status") in ENDED_WELL | {"pruned"} else logging.ERROR
     logging.getLogger("train").log(level, "[outcome] %s%s (metrics.json in %s)", status.get("status"),
                                    f": {detail}" if detail else "", out)
 

@@ -232,3 +232,13 @@ def test_a_mix_of_provenance_alike_in_every_setting_is_no_confound(tmp_path):
     notes = integrity_notes(compare(summarize([a, b])))
     assert not any(n.startswith("Confound") for n in notes)
     assert "The runs span several git commits (1111111aaa, 2222222bbb), alike in every setting." in notes
+
+
+def test_a_presets_reference_that_the_sweep_does_not_vary_falls_back_to_the_first_setting(tmp_path):
+    sweep = make_sweep(tmp_path / "s", {"2": {0: 0.9, 1: 0.91}, "4": {0: 0.92, 1: 0.93}}, key="model.depth")
+    s = report.write_report(sweep, out_dir=tmp_path / "out", show=False, plots=False,
+                            reference="activation=relu", reference_is_default=True)
+    assert s.options["reference"] == "model.depth=2"
+    assert any("--reference activation=relu" in w and "first setting instead" in w for w in s.warnings)
+    with pytest.raises(KeyError, match="--reference activation=relu"):  # asked for on the command line: refused
+        report.write_report(sweep, out_dir=tmp_path / "out2", show=False, plots=False, reference="activation=relu")

@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from src.analysis.comparisons import check_options, compare
-from src.analysis.summary import Summary, summarize
+from src.analysis.summary import Summary, reference_map, summarize
 from src.analysis.tables import markdown, mean_std, print_table
 
 
@@ -46,7 +46,7 @@ def write_report(sweep_dir: Path | list[Path], metric: str = "test/acc", by: lis
                  show_problems: bool = True, plot_vs: list[str] | None = None, train_vs_test: bool = False,
                  reference: str | None = None, alpha: float = 0.05, adjust: str = "holm",
                  equivalence: float | None = None, target_delta: float | None = None,
-                 ci: str = "unadjusted") -> Summary:
+                 ci: str = "unadjusted", reference_is_default: bool = False) -> Summary:
     """The tables and figures of one sweep, or of several merged (a list). ``plot_vs``: keys to plot
     the metric against (``vs_<key>.png/.csv``); None picks every swept numeric key with at least 3
     values, [] none. ``train_vs_test``: also ``train_vs_test.png/.csv``. ``reference`` ...
@@ -57,7 +57,14 @@ def write_report(sweep_dir: Path | list[Path], metric: str = "test/acc", by: lis
     from src.analysis.latex import latex
 
     check_options(alpha, adjust, equivalence, target_delta, ci)
-    s = compare(summarize(sweep_dir, metric, by), reference, alpha, adjust, equivalence, target_delta, ci)
+    s = summarize(sweep_dir, metric, by)
+    if reference and reference_is_default:  # a preset's reference this sweep does not vary: the first setting
+        try:
+            reference_map(s, reference)
+        except KeyError as e:
+            s.warnings.append(f"{e.args[0]}: compared with the first setting instead")
+            reference = None
+    s = compare(s, reference, alpha, adjust, equivalence, target_delta, ci)
     out = Path(out_dir or s.sweep_dir)
     keys = plot_vs if plot_vs is not None else (vsf.auto_vs_keys(s) if plots else [])
     vs = {x: vsf.vs_table(s, x) for x in keys}  # bad keys fail here, before anything is written

@@ -108,17 +108,12 @@ class SweepCallback(Callback):
             try:
                 from src.analysis.report import write_report
 
-                kwargs = dict(console=console, show_problems=False, plot_vs=self.plot_vs,
+                # the configured reference is a preference (a preset's): a sweep that does not vary its
+                # key compares with its first setting, and the table says so
+                kwargs = dict(console=console, show_problems=False, plot_vs=self.plot_vs, reference_is_default=True,
                               **getattr(self, "compare", {}))
                 try:
-                    try:
-                        s = write_report(sweep_dir, self.metric, self.by, train_vs_test=self.train_vs_test, **kwargs)
-                    except KeyError as e:  # a preset's reference whose key this sweep does not vary
-                        if not (kwargs.get("reference") and str(e.args[0]).startswith("--reference")):
-                            raise
-                        console.print(f"[yellow]\\[sweep] {e.args[0]}: compared with the first setting instead[/yellow]")
-                        kwargs["reference"] = None
-                        s = write_report(sweep_dir, self.metric, self.by, train_vs_test=self.train_vs_test, **kwargs)
+                    s = write_report(sweep_dir, self.metric, self.by, train_vs_test=self.train_vs_test, **kwargs)
                 except FileNotFoundError as e:  # no CSV logs for train_vs_test: still the table
                     if not self.train_vs_test:
                         raise

@@ -20,32 +20,23 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from src.sweeps.pool import WorkerDied, shared_pool
+from src.sweeps.pool import WorkerDied
 
 INTERRUPTED_EXIT = 130  # the shell's status for a process ended by SIGINT
 
 
 def launch_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, retry_killed: int = 0):
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import configure_log, setup_globals
-    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+    from src.sweeps.runners import PoolRunner, launcher_jobs
 
-    from src.sweeps.runners import launcher_jobs
-
-    setup_globals()
-    cfg = launcher.config
-    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
-    sweep_dir = Path(str(cfg.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    pool = shared_pool(launcher_jobs(launcher))  # workers kept from one batch of jobs to the next
-    state = Singleton.get_state()
+    runner = PoolRunner(launcher, launcher_jobs(launcher))  # workers kept from one batch of jobs to the next
+    pool, sweep_dir = runner.pool, Path(str(launcher.config.hydra.sweep.dir))
     jobs = {initial_job_idx + i: list(ov) for i, ov in enumerate(job_overrides)}
     futures: dict = {}   # our future -> (job idx, overrides, submitted at)
     retries = dict.fromkeys(jobs, 0)
     results: dict[int, Any] = {}
 
     def submit(idx: int, overrides: list[str]) -> None:
-        f = pool.submit(execute_job, idx, overrides, launcher.hydra_context, cfg, launcher.task_function, state)
+        f = runner.submit(idx, overrides)
         futures[f] = (idx, overrides, time.time())
 
     try:

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 
 def is_joblib(launcher: Any) -> bool:
-    return type(launcher).__name__ in ("JoblibLauncher", "ParallelLauncher")
+    # a subclass check by name: our ParallelLauncher extends it, and the plugin need not be imported
+    return any(c.__name__ == "JoblibLauncher" for c in type(launcher).__mro__)
 
 
 class PoolRunner:

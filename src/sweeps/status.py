@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from src.results import ENDED_WELL
+
 
 # ------------------------------------------------------------------------------ live status
 def count_jobs(config: DictConfig) -> int | None:
@@ -50,7 +52,7 @@ def sweep_state(sweep_dir: Path, since: float) -> dict[str, list[str]]:
         if m_time is not None and m_time >= since:
             # a debug run (debug=...) did what it was asked: done, though never a result
             state[status if status in ("diverged", "pruned") else
-                  ("done" if status in ("completed", "debug") else "failed")].append(name)
+                  ("done" if status in ENDED_WELL else "failed")].append(name)
         elif status == "completed":
             state["kept"].append(name)
         elif started:

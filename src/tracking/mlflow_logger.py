@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from src import env
 from src.env import ENV_PARENT_RUN
+from src.results import ENDED_WELL
 from src.tracking.job import final_labels, final_numbers, flat_config, identity, job_tags
 
 # MLflow 3 sends usage telemetry unless told not to; a local-first study tool stays quiet unless
@@ -29,7 +30,7 @@ from src.tracking.job import final_labels, final_numbers, flat_config, identity,
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
-STATUS = {"completed": "FINISHED", "debug": "FINISHED", "killed": "KILLED"}  # anything else (failed, diverged): FAILED
+STATUS = {**dict.fromkeys(ENDED_WELL, "FINISHED"), "killed": "KILLED"}  # anything else (failed, diverged): FAILED
 _SERVER = re.compile(r"^(https?|databricks)")
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
 
+from src.results import ENDED_WELL
 from src.tracking.job import config_container, identity
 
 DEFAULT_HOST = "https://api.wandb.ai"
@@ -91,4 +92,4 @@ class WandbTracker(WandbLogger):
         images = {f.path.stem: wandb.Image(str(f.path)) for f in files if f.path.suffix == ".png"}
         if images:
             run.log(images)
-        run.finish(exit_code=0 if outcome.get("status") in ("completed", "debug") else 1)  # a debug run did not fail
+        run.finish(exit_code=0 if outcome.get("status") in ENDED_WELL else 1)
