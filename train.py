@@ -37,6 +37,10 @@ def train(cfg: DictConfig) -> float:
     from src.tracking.job import tracked_runs
 
     validate(cfg)
+    if len(cfg.get("pack_seeds") or []) > 1:  # seeds_per_job: this job trains several seeds as one pack
+        from src.packs.train import train_pack
+
+        return train_pack(cfg)
     if (done := previous_result(cfg)) is not None:  # resume=true: a completed run is kept as it is
         return done[cfg.optimized_metric]
     start, started = time.perf_counter(), utc_now()

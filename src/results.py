@@ -61,9 +61,10 @@ def debug_mode(cfg: DictConfig) -> str | None:
 
 
 def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: float,
-            started: str | None = None) -> dict:
+            started: str | None = None, overrides: list[str] | None = None) -> dict:
     """metrics.json of a finished run. ``wall_time_s`` is this session's; the clock adds what
-    earlier sessions of a resumed run spent (src/lit/clock.py). ``started``: the session's start, UTC."""
+    earlier sessions of a resumed run spent (src/lit/clock.py). ``started``: the session's start, UTC.
+    ``overrides``: the run's own task overrides (a fused seed pack's member), else the Hydra job's."""
     import torch
 
     from src.provenance import provenance, utc_now
@@ -72,6 +73,7 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
     device = module.device
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     debug = debug_mode(cfg)
+    overrides = task_overrides() if overrides is None else overrides
     return {
         "status": "debug" if debug else "completed",
         **({"debug": debug} if debug else {}),
@@ -95,9 +97,9 @@ def collect(cfg: DictConfig, trainer, module, test_metrics: dict, wall_time_s: f
         "params": sum(p.numel() for p in module.model.parameters()),
         "threads": torch.get_num_threads(),  # trainer.threads, or torch's / a sweep worker's share (auto)
         "choices": group_choices(cfg),
-        "overrides": task_overrides(),
+        "overrides": overrides,
         "seed": cfg.get("seed"),
-        "provenance": _recorded(provenance, trainer, device, started or utc_now(), task_overrides()),
+        "provenance": _recorded(provenance, trainer, device, started or utc_now(), overrides),
         "config": _recorded(result_config, cfg),  # what resume=true compares (src/run_config.py)
     }
 

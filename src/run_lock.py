@@ -19,16 +19,18 @@ LOCK_NAME = ".run.lock"
 _held: dict[str, int] = {}   # run dir -> fd of the lock this process holds on it
 
 
-def lock_run_dir(out: Path) -> None:
+def lock_run_dir(out: Path, alongside: bool = False) -> None:
     """Take the run folder's lock or refuse in one line naming the holder. A process that already
     holds it keeps it (tests and loky workers run several jobs in one process; a second flock on a
-    new fd of the same file would refuse this very process)."""
+    new fd of the same file would refuse this very process). ``alongside``: keep the locks already
+    held (a fused seed pack holds every member's folder, src/packs/train.py)."""
     import fcntl
 
     key = str(Path(out).resolve())
     if key in _held:
         return
-    release_run_dirs()  # a loky worker's next job: the previous job's folder is free again
+    if not alongside:
+        release_run_dirs()  # a loky worker's next job: the previous job's folder is free again
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:

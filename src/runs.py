@@ -194,8 +194,7 @@ def _recorded_outcome(cfg: DictConfig):
     try:
         yield
     except Diverged as d:
-        write_json(out / "metrics.json", {"status": "diverged", "error": str(d), "diverged_epoch": d.epoch,
-                                          "diverged_step": d.step, **base})
+        write_json(out / "metrics.json", diverged_record(d, base))
         if not in_multirun():
             raise UserError(f"run diverged: {d}; last good checkpoint kept in {out / 'checkpoints'}; "
                             f"try a lower optimizer.lr") from None
@@ -216,6 +215,11 @@ def _recorded_outcome(cfg: DictConfig):
         if is_cuda_error(e) and retire_worker():  # its CUDA context would fail every later job too
             print(f"[failed] CUDA error: worker {os.getpid()} retires after this job; a fresh one takes its place",
                   file=sys.stderr)
+
+
+def diverged_record(d, base: dict) -> dict:
+    """metrics.json of a run whose loss became NaN/Inf (``d``: src.lit.classifier.Diverged)."""
+    return {"status": "diverged", "error": str(d), "diverged_epoch": d.epoch, "diverged_step": d.step, **base}
 
 
 FAILED_VALUE = math.nan  # what a failed or diverged sweep job returns to the sweeper

@@ -48,6 +48,9 @@ class SAM(Optimizer):
         self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self.in_second_pass = False  # True while the closure runs at the perturbed weights
+        # a fused seed pack (src/packs/module.py) sets K: every parameter is K members stacked along
+        # dim 0, and each member's epsilon uses its own gradient norm, as its standalone run would
+        self.pack_size: int | None = None
         self._after_second_pass: list[Callable[[], Any]] = []
 
     @torch.no_grad()
@@ -61,13 +64,18 @@ class SAM(Optimizer):
                     scaled.append(p.grad * p.abs() if group["adaptive"] else p.grad)
         if not params:
             return [], []
-        norm = torch.nn.utils.get_total_norm(scaled, norm_type=2.0)
+        if self.pack_size:
+            norm = member_norms(scaled)  # [K]
+        else:
+            norm = torch.nn.utils.get_total_norm(scaled, norm_type=2.0)
         steps, i = [], 0
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 scale = group["rho"] / (norm.to(p.device) + 1e-12)
+                if self.pack_size:
+                    scale = scale.view(-1, *([1] * (p.dim() - 1)))
                 e = scaled[i] * p.abs() if group["adaptive"] else scaled[i]
                 steps.append(e * scale.to(e.dtype))
                 i += 1
@@ -142,3 +150,10 @@ def bn_stats_frozen(module: nn.Module) -> Iterator[None]:
 
 def _stats(m: nn.Module) -> list[torch.Tensor]:
     return [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+
+
+def member_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """[K] 2-norms over tensors stacked along dim 0 (a fused seed pack's), per member, in
+    torch.nn.utils.get_total_norm's order: each tensor's norm, then the norm of those."""
+    per_tensor = torch.stack([t.flatten(1).norm(dim=1) for t in tensors])  # [tensors, K]
+    return per_tensor.norm(dim=0)

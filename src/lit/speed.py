@@ -83,7 +83,9 @@ class SpeedUp(Callback):
         device = trainer.strategy.root_device
         fresh_compiler_state(device)
         self.graphs_at_start = graphs_compiled()
-        if self.channels_last is True or (self.channels_last == "auto" and device.type == "cuda"):
+        # a fused seed pack's conv weights are 5-D (members stacked): channels_last is for 4-D ones
+        packed = getattr(pl_module.model, "is_pack", False)
+        if not packed and (self.channels_last is True or (self.channels_last == "auto" and device.type == "cuda")):
             pl_module.model.to(memory_format=torch.channels_last)
         mode = resolve_compile(self.compile, device)
         self.info = {"compiled": mode is not None, "compile_mode": mode, "compile_fallback": None}
