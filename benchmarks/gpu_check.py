@@ -10,7 +10,8 @@ graphs); a 4-job parallel sweep with jobs_per_gpu=2 (the GPU slots). These four 
 time: they check behaviour, not speed. Then, one at a time so that their img/s are clean (two at a
 time with --smoke, whose CPU numbers mean nothing): train.py end to end with the defaults (ResNet18,
 CIFAR-10, 2 epochs) and with SAM, SEU and compile=off; the throughput table (throughput.py) and the
-activation table (activations.py) in short modes.
+activation table (activations.py) in short modes; last, fused seed packs (fused.py: a pack's img/s
+against one run, against issue 25's goals; this file's `fused`).
 
 Every step is a subprocess with its own timeout, and a step that fails, times out or finds a
 mismatch records one line and the check goes on. A time budget (--budget, 450 s on a GPU) bounds
@@ -118,6 +119,69 @@ class Check:
         os.replace(tmp, self.out / "gpu_check.json")
 
 
+# ----------------------------------------------------------------------------- fused seed packs
+FUSED_CELLS = "lenet5:16,resnet20:8,lenet5:4"  # goal cells first (issue 25): a timeout loses K=4 first
+# seconds (GPU, smoke): five cells that each compile (reduce-overhead) their own graphs on a GPU;
+# fused.py rewrites its JSON after every cell, so a step cut short still reports what it measured
+FUSED_CAPS = (90, 240)
+
+
+def fused(check) -> dict:
+    """benchmarks/fused.py: a seed pack's img/s (summed over members) against one run, for LeNet-5
+    K=1 (the one run), 4, 16 and ResNet-20 K=1, 8, with compile on; a goal not met on a GPU fails the
+    section. jobs_per_gpu=K is left out here: sweep_parallel covers the slots, and K processes each
+    compiling their own graphs would not fit the budget."""
+    path = check.out / "fused.json"
+    if check.smoke:  # Dynamo's eager backend: the pack's graph capture runs in CI, without Inductor's C++ build
+        args = ["--device", "cpu", "--smoke", "--batch-size", "16", "--steps", "3", *_smoke_compile("--backend")]
+    else:
+        args = ["--device", "cuda", "--compile", "auto", "--steps", "20", "--warmup", "3"]
+    args += ["--cells", FUSED_CELLS, "--no-concurrent"]
+    try:
+        rc = check.sub("fused", ["benchmarks/fused.py", *args, "--out", str(path)], FUSED_CAPS[1 if check.smoke else 0])
+    except TimeoutError as e:
+        rc, timed_out = None, str(e)
+    else:
+        timed_out = None
+    r = gpu_sections._read(path)
+    if not r:
+        raise RuntimeError(timed_out or f"exit {rc}: {check.log_tail('fused')}")
+    data = {"args": args, "exit_code": rc, "goals": r.get("goals"), "device": r.get("device"),
+            "models": r.get("models"), "markdown": r.get("markdown")}
+    problems = [timed_out + " (the cells measured before are kept)"] if timed_out else []
+    if rc not in (0, None):
+        problems.append(f"exit {rc}: {check.log_tail('fused')}")
+    cells = [(f"{n} one run", m["one_run"]) for n, m in (r.get("models") or {}).items()]
+    cells += [(f"{n} K={row['K']}", row["pack"]) for n, m in (r.get("models") or {}).items() for row in m["rows"]]
+    problems += [f"{label} compiled {c['graphs_while_timed']} graph(s) inside timed steps" for label, c in cells
+                 if c.get("graphs_while_timed")]  # its img/s would include compile time
+    if not check.smoke:  # the goals are for a GPU; a cell that ran out of memory misses its goal too
+        problems += [f"goal not met: {g['model']} with {g['K']} members "
+                     + (f"{g['ratio']:.2f}x < {g['target']:g}x" if g["ratio"] is not None else g["verdict"])
+                     for g in r.get("goals") or [] if g["verdict"].startswith("not met")]
+    if problems:
+        raise SectionFailed("; ".join(problems), data)
+    return data
+
+
+def _smoke_compile(flag: str) -> list[str]:
+    """gpu_sections.smoke_compile()'s choice (compile with the eager backend when the trainer has it)
+    as fused.py options."""
+    ov = dict(o.split("=", 1) for o in gpu_sections.smoke_compile())
+    return ["--compile", ov["trainer.compile"], flag, ov["trainer.compile_backend"]] if ov else ["--compile", "off"]
+
+
+def fused_markdown(s: dict | None) -> str:
+    """fused.py's own tables under a section heading (gpu_report.py knows the other sections)."""
+    if not s:
+        return ""
+    lines = [f"## benchmarks/fused.py ({' '.join(s.get('args') or [])}): {s['status']}", ""]
+    if s.get("error"):
+        lines += [f"**{s['error']}**", ""]
+    body = (s.get("markdown") or "").splitlines()[2:]  # its title and blank line: this heading
+    return "\n".join(lines + [("#" + ln if ln.startswith("#") else ln) for ln in body]) + "\n"
+
+
 def _kill_group(p: subprocess.Popen) -> None:
     """The step and every process it started (loky workers, compile pools), by its group id."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
@@ -145,6 +209,7 @@ def main(argv=None) -> int:
     check = Check(out, args.smoke, args.budget or (900 if args.smoke else 450))
     wanted = set(args.only.split(",")) if args.only else None
     concurrent, serial = gpu_sections.plan(args.smoke)
+    serial = [*serial, ("fused", fused)]  # issue 25's pack speed, last: the budget cuts it before the older sections
     concurrent = [(n, f) for n, f in concurrent if wanted is None or n in wanted]
     serial = [(n, f) for n, f in serial if wanted is None or n in wanted]
     for name, _ in concurrent + serial:  # report order is plan order; a killed check shows what was left
@@ -156,7 +221,7 @@ def main(argv=None) -> int:
             for fut in [pool.submit(check.section, n, f) for n, f in group]:
                 fut.result()
     check.write()
-    (out / "gpu_check.md").write_text(markdown(check.report))
+    (out / "gpu_check.md").write_text(markdown(check.report) + fused_markdown(check.report["sections"].get("fused")))
     failed = [n for n, s in check.report["sections"].items() if s["status"] == "failed"]
     print(f"[gpu_check] wrote {out / 'gpu_check.md'} and gpu_check.json in {check.report['total_s']} s; "
           + (f"failed: {', '.join(failed)}" if failed else "no section failed"), flush=True)

@@ -103,6 +103,7 @@ def check_jobs(argv: list[str]) -> None:
     from omegaconf import OmegaConf
 
     GlobalHydra.instance().clear()
+    _check_pack_arguments(argv)
     if {"-m", "--multirun"} & set(argv) and _check_search(argv):
         return
     parser = OverridesParser.create()
@@ -122,6 +123,7 @@ def check_jobs(argv: list[str]) -> None:
                 OmegaConf.update(cfg, "seed", o.value(), merge=False)
             validate(cfg)  # the schema's values first: no import of torch or Lightning before them
             if new:
+                _check_pack(cfg, argv)  # before _check_config: it needs no import of torch
                 _check_config(cfg, job, _runs_here(argv))
     GlobalHydra.instance().clear()
     from src.run_config import check_resumed_jobs
@@ -140,6 +142,7 @@ def _check_search(argv: list[str]) -> bool:
 
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     args = [a for a in argv if "=" in a and not a.startswith("-")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -152,6 +155,9 @@ def _check_search(argv: list[str]) -> bool:
         return False
     check_search(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
     validate(cfg)
+    job = cfg.copy()
+    OmegaConf.update(job, "trial", 0, force_add=True)  # as the sweeper gives each trial's job: check_pack refuses it
+    _check_pack(job, argv)
     _check_config(cfg, [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))], _runs_here(argv))
     _check_writable(argv)
     return True
@@ -162,6 +168,36 @@ def _runs_here(argv: list[str]) -> bool:
     pre-check cannot see from here."""
     launchers = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra/launcher=")]
     return not (launchers and launchers[-1] in ("slurm", "ray"))
+
+
+def _launcher(argv: list[str]) -> str:
+    """The launcher a -m command picks (hydra/launcher=...), `parallel` when it picks none."""
+    launchers = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra/launcher=")]
+    return launchers[-1] if launchers else "parallel"
+
+
+def _check_pack_arguments(argv: list[str]) -> None:
+    """``pack_seeds`` belongs to the parallel launcher, which gives it to a fused seed pack's job."""
+    given = next((a for a in argv if a.lstrip("+~").split("=", 1)[0] == "pack_seeds"), None)
+    if given is not None:
+        raise UserError(f"{given}: pack_seeds is set by the launcher; use seeds_per_job=K (or auto) with -m to "
+                        f"train a setting's seeds as packs")
+
+
+def _check_pack(cfg, argv: list[str]) -> None:
+    """A sweep job with seeds_per_job other than 1 (src/sweeps/packing.py): a valid size, a launcher
+    that packs (only the parallel one groups jobs) and a config a pack can train (src/packs/support.py).
+    A single run (no -m) has nothing to pack and ignores the key."""
+    from src.errors import ConfigError
+    from src.packs.support import check_pack, requested_size
+
+    value = cfg.get("seeds_per_job", 1)
+    if not {"-m", "--multirun"} & set(argv) or requested_size(value) == 1:
+        return
+    if (launcher := _launcher(argv)) != "parallel":
+        raise ConfigError(f"seeds_per_job={value}: packs run with the parallel launcher only (hydra/launcher={launcher} "
+                          f"runs each job alone): drop hydra/launcher={launcher}, or set seeds_per_job=1")
+    check_pack(cfg)
 
 
 def _check_config(cfg, job: list[str], here: bool = True) -> None:

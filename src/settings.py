@@ -7,7 +7,8 @@ An override is a setting unless its key is
 - a replicate: what a table averages over (`seed`, and the k-fold `data.fold`); each has its own
   folder level below the setting,
 - run control: how a run is started or resumed, never what it computes (`resume`, `overwrite`,
-  `ckpt_path`, `jobs_per_gpu`, `optimized_metric`, the Optuna search's `trial` and preset),
+  `ckpt_path`, `jobs_per_gpu`, `optimized_metric`, the Optuna search's `trial` and preset, and the
+  fused seed packs' `seeds_per_job` and `pack_seeds`: a pack's members are the runs of their seeds),
 - a location: `paths.*`, `hydra.*`, keys ending in `_dir`/`_path`, or an absolute path as value,
 - without effect on a result: loggers and trackers (`logger`, `logger.*`), the progress bar, the
   model summary, the log interval, image logging and the run-time estimate.
@@ -23,7 +24,7 @@ import re
 
 REPLICATE_KEYS = frozenset({"seed", "data.fold"})
 CONTROL_KEYS = frozenset({"resume", "overwrite", "ckpt_path", "jobs_per_gpu", "optimized_metric", "trial",
-                          "hparams_search"})
+                          "hparams_search", "seeds_per_job", "pack_seeds"})
 NO_EFFECT_KEYS = frozenset({"logger", "callbacks.progress_bar", "callbacks.learning_rate_monitor",
                             "trainer.enable_progress_bar", "trainer.enable_model_summary",
                             "trainer.log_every_n_steps", "trainer.estimate_minutes", "lit.log_images",

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT
 
 SECTIONS = ["environment", "kernels", "sweep_sequential", "sweep_parallel", "run_default", "run_sam", "run_seu",
-            "run_compile_off", "throughput", "activations"]
+            "run_compile_off", "throughput", "activations", "fused"]
 
 
 def _module(name: str):

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 NET, PLAIN = "model.net.", "model."
 NOT_STACKED = ("step",)  # optimizer state shared by the members (Adam's step count), not per member
@@ -92,27 +92,20 @@ def _save(obj: dict, path: Path) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from e
 
 
-class PackCheckpoint(Callback):
-    """Writes every member still training its checkpoints once per epoch, after validation (or at
-    the epoch's end when it was not validated), as LatestCheckpoint does for a standalone run."""
+class PackCheckpoint(Checkpoint):
+    """Writes every member still training its checkpoints at the end of each training epoch, where
+    LatestCheckpoint writes a standalone run's (ModelCheckpoint saves there when every epoch is
+    validated): as a Checkpoint callback it runs after the module's own epoch end (its divergence
+    check and logs), and a resumed run starts at the next epoch."""
 
     def __init__(self, dirs: list[Path]):
         self.dirs = [Path(d) / "checkpoints" for d in dirs]
         # a resumed member's best file so far: the one epoch_*.ckpt its folder holds
         self.best: list[Path | None] = [max(d.glob("epoch_*.ckpt"), default=None) for d in self.dirs]
-        self._saved_step = -1
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and trainer.state.fn == "fit":
-            self._save_members(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._save_members(trainer, pl_module)  # no-op when this step was saved after validation
-
-    def _save_members(self, trainer, pl_module) -> None:
-        if self._saved_step == trainer.global_step or trainer.fast_dev_run:
+        if trainer.fast_dev_run or trainer.sanity_checking:
             return
-        self._saved_step = trainer.global_step
         ckpt = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # as trainer.save_checkpoint
         for k, folder in enumerate(self.dirs):
             if not pl_module.alive[k]:

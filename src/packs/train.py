@@ -127,8 +127,8 @@ def _fit_and_test(group, pack_size: int, start: float, started: str, diverged, r
     checkpointing = lead.trainer.get("enable_checkpointing", True)
     if checkpointing:
         callbacks.append(PackCheckpoint([m.dir for m in members]))
-    trainer = instantiate(lead.trainer, callbacks=callbacks, logger=[PackLogger(loggers, pack.alive)],
-                          enable_checkpointing=False)  # no default ModelCheckpoint: PackCheckpoint writes
+    # PackCheckpoint is a Checkpoint callback: Lightning then adds no ModelCheckpoint of its own
+    trainer = instantiate(lead.trainer, callbacks=callbacks, logger=[PackLogger(loggers, pack.alive)])
     data = PackData(datamodules)
     resume = [c for _, c in group]
     ckpt_path = _merged(resume, members[0].dir) if all(c is not None for c in resume) else None
