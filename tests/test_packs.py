@@ -142,3 +142,44 @@ def test_mixup_sam_and_ema_work_per_member(tmp_path):
         assert solo["averaged_weights"] == pack["averaged_weights"] == "ema"
         # the raw (not averaged) weights travel too, and are the member's own
         assert _weight_gap(solo_ckpt["current_model_state"], pack_ckpt["current_model_state"]) < 1e-4
+
+
+@pytest.mark.real_data
+def test_augmentation_holdout_clipping_tta_and_swa_work_per_member(tmp_path):
+    """Random crops and flips drawn from each member's own stream, each member tested at its own
+    best hold-out epoch (data.val_size > 0), gradient clipping by each member's own norm, TTA and
+    SWA: each member equals its standalone run."""
+    data = real_data_dir()
+    if data is None:
+        pytest.skip("real MNIST not found (set DATA_DIR)")
+    overrides = ["model=lenet5", "activation=tanh", "data=mnist", *[o for o in BASE if o != "data.augment=none"],
+                 "data.augment=crop_flip", "data.crop_padding=2", "trainer.max_epochs=3", "data.train_fraction=0.03",
+                 "data.val_size=300", "data.test_fraction=0.1", "data.batch_size=64", "trainer.limit_train_batches=10",
+                 "optimizer.lr=0.05", "trainer.gradient_clip_val=0.05", "lit.tta=flip", "callbacks=swa",
+                 "callbacks.weight_averaging.start_epoch=0"]
+    results = _run_both(tmp_path, overrides, data, seeds=(5, 6))
+    _assert_members_equal_standalone(results, 1_000)
+    for solo, pack, _, _ in results.values():
+        assert solo["tested_weights"] == pack["tested_weights"] == "best_val"
+        assert solo["val/acc_best_epoch"] == pack["val/acc_best_epoch"]
+        assert solo["averaged_weights"] == pack["averaged_weights"] == "swa"
+        assert abs(solo["test/acc_tta"] - pack["test/acc_tta"]) * 1_000 <= 1
+    for s in (5, 6):  # each folder holds its own best file, as a standalone run's does
+        names = sorted(p.name for p in (tmp_path / f"pack/default/seed={s}/checkpoints").iterdir())
+        assert names == sorted(p.name for p in (tmp_path / f"solo/default/seed={s}/checkpoints").iterdir())
+
+
+def test_a_pack_runs_compiled_with_static_shapes(tmp_path, fake_data):
+    """trainer.compile: the stacked model goes through the project's compile path (src/lit/speed.py):
+    compiled in place (aot_eager here: Dynamo's capture of the vmapped step and AOT autograd,
+    without Inductor's minutes of C++ on a CPU), static shapes, no graph compiled inside timed
+    steps, and the members still equal their standalone runs."""
+    overrides = ["model=lenet5", "activation=tanh", "data=mnist", *BASE, "trainer.max_epochs=2",
+                 "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+                 "data.batch_size=16", "data.eval_batch_size=16", "trainer.compile=default",
+                 "trainer.compile_backend=aot_eager"]
+    results = _run_both(tmp_path, overrides, fake_data, seeds=(0, 1))
+    _assert_members_equal_standalone(results, 32)
+    for solo, pack, _, _ in results.values():
+        assert pack["compiled"] and pack["compile_fallback"] is None, pack
+        assert pack["graphs_compiled_while_timed"] == 0 and pack["compile_graphs"] >= 2  # train + eval

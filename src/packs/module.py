@@ -180,7 +180,7 @@ class PackModule(L.LightningModule):
         flat = x if shared else x.flatten(0, 1)
 
         def model(v):
-            return self(v, shared=True) if shared else self(v.unflatten(0, (k, b)))
+            return self(v, shared=True) if shared else self(v.unflatten(0, (k, b))).flatten(0, 1)
 
         out = tta_logits(model, flat, logits if shared else logits.flatten(0, 1), self.tta)
         return out.view(k, b, -1) if not shared else out

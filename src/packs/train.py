@@ -26,7 +26,10 @@ def train_pack(cfg: DictConfig) -> float:
     from src.run_lock import lock_run_dir, release_run_dirs
     from src.runs import FAILED_VALUE, log_outcome, previous_result, read_status
 
+    from src.packs.support import check_pack
+
     start, started = time.perf_counter(), utc_now()
+    check_pack(cfg)  # the pre-check refused these already; a job started another way is refused here
     members = members_of(cfg, task_overrides())
     write_hydra_files(members, Path(cfg.paths.output_dir))
     todo = [m for m in members if previous_result(m.cfg) is None]  # resume=true keeps completed ones
@@ -137,14 +140,16 @@ def _fit_and_test(group, pack_size: int, start: float, started: str, diverged, r
     finally:
         if ckpt_path:
             Path(ckpt_path).unlink(missing_ok=True)
-    tested = _load_best(pack, members) if checkpointing and lead.data.get("val_size") else "final"
+    best = _load_best(pack, members) if checkpointing and lead.data.get("val_size") else None
     trainer.test(pack, datamodule=data, verbose=False)
     wall = time.perf_counter() - start
     for k, m in enumerate(members):
         if not pack.alive[k] or k in recorded:
             continue
         metrics = collect(m.cfg, trainer, _MemberView(pack, k), pack.test_results[k], wall, started, m.overrides)
-        metrics["tested_weights"] = tested
+        metrics["tested_weights"] = "final" if best is None else "best_val"
+        if best is not None and k in best:  # EMA/SWA: what the member's best checkpoint held
+            metrics["averaged_weights"] = best[k]
         metrics["pack"] = {"size": pack_size, "members": [x.seed for x in members], "index": k,
                            "pack_train_images_per_s": pack.clock.summary()["train_images_per_s"]}
         write_json(m.dir / "metrics.json", metrics)
@@ -161,17 +166,20 @@ def _merged(ckpts: list[dict], lead_dir: Path) -> str:
     return str(path)
 
 
-def _load_best(pack, members: list[Member]) -> str:
+def _load_best(pack, members: list[Member]) -> dict[int, str | None]:
     """With a real hold-out (data.val_size > 0) each member is tested at its own best epoch, as
-    train.py tests a standalone run (its epoch_*.ckpt; EMA/SWA: the averaged weights saved there)."""
-    prefix = "model."
+    train.py tests a standalone run (its epoch_*.ckpt; EMA/SWA: the averaged weights saved there).
+    Returns, per member loaded, what its checkpoint says the weights were (``averaged_weights``)."""
+    prefix, averaged = "model.", {}
     for k, m in enumerate(members):
         best = max((m.dir / "checkpoints").glob("epoch_*.ckpt"), default=None)
         if best is None or not pack.alive[k]:
             continue
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        state = ckpt["state_dict"]
         pack.model.load_member_state(k, {key[len(prefix):]: v for key, v in state.items() if key.startswith(prefix)})
-    return "best_val"
+        averaged[k] = ckpt.get("averaged_weights")
+    return averaged
 
 
 class _MemberView:
