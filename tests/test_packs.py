@@ -183,3 +183,19 @@ def test_a_pack_runs_compiled_with_static_shapes(tmp_path, fake_data):
     for solo, pack, _, _ in results.values():
         assert pack["compiled"] and pack["compile_fallback"] is None, pack
         assert pack["graphs_compiled_while_timed"] == 0 and pack["compile_graphs"] >= 2  # train + eval
+
+
+def test_a_pack_larger_than_the_gpu_trains_in_chunks_that_fit():
+    """src/packs/memory.py's rule: members that fit in 80 % of the free memory, chunks as even as
+    possible; on a CPU the pack trains as asked."""
+    from src.packs.memory import chunk_sizes, members_that_fit, plan_chunks
+
+    gib = 2**30
+    assert members_that_fit(2 * gib, 80 * gib, 16) == 16
+    assert members_that_fit(6 * gib, 40 * gib, 16) == 5  # 32 GiB usable / 6 GiB
+    assert members_that_fit(50 * gib, 40 * gib, 16) == 1  # alone it fails as its standalone run would
+    assert chunk_sizes(16, 5) == [4, 4, 4, 4] and chunk_sizes(7, 3) == [3, 2, 2] and chunk_sizes(4, 4) == [4]
+    from omegaconf import OmegaConf
+
+    cpu = OmegaConf.create({"trainer": {"accelerator": "cpu"}})
+    assert plan_chunks(cpu, 16) == [16] and plan_chunks(cpu, 0) == []

@@ -38,7 +38,8 @@ def train_pack(cfg: DictConfig) -> float:
         for m in todo:
             lock_run_dir(m.dir, alongside=True)
         for group in _by_progress(todo):
-            _train_group(group, len(members), start, started)
+            for chunk in _chunks(cfg, group):  # as many members at once as fit on the GPU
+                _train_group(chunk, len(members), start, started)
     finally:
         release_run_dirs()
         for m in members:
@@ -64,6 +65,16 @@ def _by_progress(todo: list[Member]) -> list[list[tuple[Member, dict | None]]]:
         ckpt = _last_checkpoint(m)
         groups.setdefault(progress(ckpt) if ckpt else (-1, -1), []).append((m, ckpt))
     return list(groups.values())
+
+
+def _chunks(cfg: DictConfig, group: list) -> list[list]:
+    from src.packs.memory import plan_chunks
+
+    out, at = [], 0
+    for size in plan_chunks(cfg, len(group)):
+        out.append(group[at:at + size])
+        at += size
+    return out
 
 
 def _record(m: Member, record: dict) -> None:
