@@ -61,6 +61,29 @@ def _sweep(title: str, s: dict | None, parallel: bool) -> list[str]:
     return [*lines, ""]
 
 
+def _packed(s: dict | None) -> list[str]:
+    if not s:
+        return []
+    lines = [f"## Packed sweep, seeds_per_job ({' '.join(o for o in s.get('overrides') or [] if o.startswith('seeds_per_job'))}): "
+             f"{s['status']}", ""]
+    if s.get("error"):
+        lines += [f"**{s['error']}**", ""]
+    packs = "; ".join(f"{p['members']} (size {_f(p.get('size'))}, {_f(p.get('pack_train_images_per_s'), ',.0f')} img/s)"
+                      for p in s.get("packs") or [])
+    lines += [f"data: {_f(s.get('data'))}; sweep wall {_f(s.get('wall_s'), '.1f')} s; packs: {packs or DASH}; "
+              f"study table n: {', '.join(map(str, s.get('table_n') or [])) or DASH}", ""]
+    lines += [f"`{n}`" for n in s.get("notes") or []] + ([""] if s.get("notes") else [])
+    lines += _table(["seed", "status", "pack", "index", "pack img/s", "compiled", "graphs", "graphs in timed steps",
+                     "peak MB", "test acc", "note"],
+                    [[_f(j["seed"]), _f(j["status"]), _f((j.get("pack") or {}).get("members")),
+                      _f((j.get("pack") or {}).get("index")), _f((j.get("pack") or {}).get("pack_train_images_per_s"), ",.0f"),
+                      _f(j.get("compiled")), _f(j.get("compile_graphs")), _f(j.get("graphs_compiled_while_timed")),
+                      _f(j.get("peak_gpu_mem_mb"), ",.0f"), _f(j.get("test/acc"), ".4f"),
+                      j.get("compile_fallback") or j.get("error") or ""]
+                     for j in sorted(s.get("jobs") or [], key=lambda j: str(j["seed"]))])
+    return [*lines, ""]
+
+
 def _kernels(s: dict | None) -> list[str]:
     if not s:
         return []
@@ -132,6 +155,7 @@ def markdown(report: dict) -> str:
                      for n, s in sections.items()])
     lines += ["", *_runs(sections), *_sweep("Sequential sweep, one process", sections.get("sweep_sequential"), False),
               *_sweep("Parallel sweep, jobs_per_gpu=2", sections.get("sweep_parallel"), True),
+              *_packed(sections.get("sweep_packed")),
               *_kernels(sections.get("kernels")), *_throughput(sections.get("throughput")),
               *_activations(sections.get("activations"))]
     return "\n".join(lines) + "\n"

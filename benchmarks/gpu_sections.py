@@ -7,8 +7,10 @@ missing, it does not break the check.
 """
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +41,15 @@ SMOKE_SWEEP = [*SMOKE_DATA, "trainer.max_epochs=1", "trainer.limit_train_batches
 # seconds per step (GPU, smoke); the budget may cut any of them shorter
 CAPS = {"environment": (60, 120), "kernels": (150, 300), "sweep_sequential": (180, 400), "sweep_parallel": (180, 400),
         "run_default": (170, 240), "run_sam": (150, 240), "run_seu": (130, 240), "run_compile_off": (80, 240),
-        "throughput": (150, 400), "activations": (130, 300)}
+        "throughput": (150, 400), "activations": (130, 300), "sweep_packed": (120, 240)}
+# sweep_packed: LeNet-5/MNIST (tanh), seeds 0-3 as fused seed packs (src/packs, issue 25); MNIST must be in
+# DATA_DIR (MNIST/raw), else synthetic images of its shape stand in (the GPU recipe unpacks only CIFAR-10)
+PACKED = ["model=lenet5", "activation=tanh", "seed=0,1,2,3"]
+GPU_PACKED = ["trainer.max_epochs=2", "data.train_fraction=0.1", "data.download=false"]  # 2 x 47 steps of 128
+SMOKE_PACKED = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "data.train_fraction=0.02",
+                "data.test_fraction=0.05", "data.batch_size=32", "data.eval_batch_size=256", "trainer.accelerator=cpu"]
+MNIST_SHAPED = ["data=synthetic", "data.synthetic_sizes=[6000,1000]", "data.channels=1", "data.image_size=28",
+                "data.mean=[0.1307]", "data.std=[0.3081]"]
 
 
 def smoke_compile() -> list[str]:
@@ -158,18 +168,20 @@ def _jobs(sweep_dir: Path) -> list[dict]:
         m, slot = _read(d / "metrics.json"), _read(d / "sweep_job.json")
         choices = m.get("choices") or {}
         jobs.append({"dir": str(d.relative_to(sweep_dir)), "activation": choices.get("activation"), "seed": m.get("seed"),
-                     **_fields(m), **{f"slot_{k}": slot.get(k) for k in ("gpu", "slot", "pid", "gpu_uuid", "locked")},
+                     **_fields(m), "pack": m.get("pack"), **{f"slot_{k}": slot.get(k) for k in ("gpu", "slot", "pid", "gpu_uuid", "locked")},
                      "start": slot.get("start"), "end": slot.get("end")})
     return sorted(jobs, key=lambda j: (j["start"] or 0, j["dir"]))
 
 
-def _sweep(check, name: str, extra: list[str], n_expected: int) -> tuple[dict, list[str]]:
+def _sweep(check, name: str, extra: list[str], n_expected: int, base: list[str] | None = None) -> tuple[dict, list[str]]:
     sweep_dir = check.out / name
-    base = [*SMOKE_SWEEP, *smoke_compile()] if check.smoke else GPU_SWEEP
+    if base is None:
+        base = [*SMOKE_SWEEP, *smoke_compile()] if check.smoke else GPU_SWEEP
     overrides = ["-m", *extra, *base, f"hydra.sweep.dir={sweep_dir}"]
+    t = time.monotonic()
     rc = check.sub(name, ["train.py", *overrides], _cap(check, name))
     jobs = _jobs(sweep_dir)
-    data = {"overrides": overrides, "exit_code": rc, "jobs": jobs}
+    data = {"overrides": overrides, "exit_code": rc, "wall_s": round(time.monotonic() - t, 1), "jobs": jobs}
     problems = [] if rc == 0 else [f"exit {rc}: {check.log_tail(name)}"]
     if len(jobs) != n_expected:
         problems.append(f"{len(jobs)} of {n_expected} jobs left a record")
@@ -209,6 +221,63 @@ def sweep_parallel(check) -> dict:
     return data
 
 
+def sweep_packed(check) -> dict:
+    """Four seeds of one setting as fused seed packs (issue 25): `auto` on a GPU (one slot: one pack
+    of 4, or chunks if it would not fit), 2 per pack on the CPU (where `auto` is 1). Every member
+    leaves a completed run folder with its `pack` entry, compiled without graphs in timed steps, and
+    the study table counts all four seeds."""
+    data_dir = ROOT / check.env.get("DATA_DIR", "data")
+    mnist = all((data_dir / "MNIST" / "raw" / f).is_file() for f in
+                ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    source = ["data=mnist"] if mnist else MNIST_SHAPED
+    base = [*source, *SMOKE_PACKED, *smoke_compile()] if check.smoke else [*source, *GPU_PACKED]
+    k = "2" if check.smoke else "auto"
+    data, problems = _sweep(check, "sweep_packed", [*PACKED, f"seeds_per_job={k}"], 4, base)
+    data["data"] = "mnist" if mnist else "synthetic, MNIST's shape (no MNIST/raw in DATA_DIR)"
+    jobs = data["jobs"]
+    packs = {tuple(j["pack"]["members"]): j["pack"] for j in jobs if j.get("pack")}
+    data["packs"] = [{"members": list(m), "size": p.get("size"), "pack_train_images_per_s": p.get("pack_train_images_per_s")}
+                     for m, p in sorted(packs.items())]
+    data["test_acc"] = {j["seed"]: j.get("test/acc") for j in sorted(jobs, key=lambda j: str(j["seed"]))}
+    data["notes"] = [ln for ln in _log_lines(check, "sweep_packed") if "[pack]" in ln][:5]  # chunking, refusals
+    problems += [f"job {j['dir']} has no pack entry" for j in jobs if j["status"] == "completed" and not j.get("pack")]
+    seeds = sorted(s for m in packs for s in m)
+    if packs and seeds != [0, 1, 2, 3]:
+        problems.append(f"the packs' members are {seeds}, not seeds 0-3 once each")
+    for m, p in packs.items():
+        if check.smoke and p.get("size") != 2:
+            problems.append(f"pack {list(m)} has size {p.get('size')}, not seeds_per_job=2")
+        elif not check.smoke and (p.get("size") or 0) < 2:
+            problems.append(f"pack {list(m)} has size {p.get('size')}: auto made no pack on a GPU")
+    expect = not check.smoke or bool(smoke_compile())
+    for j in jobs:
+        problems += _compile_problems(f"member seed={j['seed']}", j, expect)
+        if not check.smoke and j["status"] == "completed" and j.get("peak_gpu_mem_mb") is None:
+            problems.append(f"member seed={j['seed']} recorded no peak_gpu_mem_mb")
+    table = _read_csv(check.out / "sweep_packed" / "summary.csv")
+    data["table_n"] = [r.get("n") for r in table]
+    if data["table_n"] != ["4"]:
+        problems.append(f"the study table (summary.csv) has n={data['table_n'] or 'nothing'}, not one setting of n=4")
+    if problems:
+        raise SectionFailed("; ".join(problems), data)
+    return data
+
+
+def _log_lines(check, name: str) -> list[str]:
+    try:
+        return (check.out / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
 def throughput(check) -> dict:
     path = check.out / "throughput.json"
     if check.smoke:
@@ -241,6 +310,6 @@ def activations(check) -> dict:
 def plan(smoke: bool):
     """(sections run side by side, sections run one at a time after them), in report order."""
     concurrent = [("environment", environment), ("kernels", kernels), ("sweep_sequential", sweep_sequential),
-                  ("sweep_parallel", sweep_parallel)]
+                  ("sweep_parallel", sweep_parallel), ("sweep_packed", sweep_packed)]
     serial = [(f"run_{v}", run(v)) for v in RUNS] + [("throughput", throughput), ("activations", activations)]
     return concurrent, serial

@@ -199,3 +199,42 @@ def test_a_pack_larger_than_the_gpu_trains_in_chunks_that_fit():
 
     cpu = OmegaConf.create({"trainer": {"accelerator": "cpu"}})
     assert plan_chunks(cpu, 16) == [16] and plan_chunks(cpu, 0) == []
+
+
+def test_a_stacked_model_is_its_members_and_refuses_what_vmap_cannot_do():
+    """StackedModel: outputs and gradients of each member equal the member's own (ResNet-20 with
+    BatchNorm), its state slices back into the member's state_dict; a cumulative BatchNorm
+    (momentum=None) and models of different shapes are refused in one line."""
+    import copy
+
+    from torch import nn
+
+    from src.models.cifar_resnet import CifarResNet
+    from src.packs.stack import StackedModel
+
+    models = []
+    for s in range(3):
+        torch.manual_seed(s)
+        models.append(CifarResNet(depth=20, act_layer=nn.SiLU))
+    alone = [copy.deepcopy(m) for m in models]
+    pack = StackedModel(models)
+    x = torch.rand(3, 16, 3, 32, 32)
+    out = pack(x)
+    ref = torch.stack([m(x[k]) for k, m in enumerate(alone)])
+    assert out.shape == (3, 16, 10) and (out - ref).abs().max() < 1e-5
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    grads = dict(pack.net.named_parameters())
+    for name, p in alone[2].named_parameters():
+        assert ((grads[name].grad[2] - p.grad).norm() / p.grad.norm()) < 1e-4, name
+    state = pack.member_state(1)
+    assert state.keys() == alone[1].state_dict().keys()
+    assert all(torch.allclose(state[k].float(), v.float(), atol=1e-6) for k, v in alone[1].state_dict().items())
+    assert pack.member_param_count() == sum(p.numel() for p in alone[0].parameters()) == 269_722
+    shared = pack(x[0], shared=True)  # one batch for every member: member k's own output on it
+    assert (shared[1] - alone[1](x[0])).abs().max() < 1e-5
+    bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=None))
+    with pytest.raises(ValueError, match="momentum=None"):
+        StackedModel([bn, copy.deepcopy(bn)])
+    with pytest.raises(ValueError, match="one architecture"):
+        StackedModel([nn.Linear(3, 4), nn.Linear(3, 5)])

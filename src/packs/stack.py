@@ -43,6 +43,11 @@ class StackedModel(nn.Module):
             if [n for n, _ in m.named_parameters()] != names or any(
                     a.shape != b.shape for a, b in zip(m.parameters(), models[0].parameters())):
                 raise ValueError("the models of a pack must have one architecture (same parameter names and shapes)")
+        cumulative = [n for n, m in models[0].named_modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.momentum is None]
+        if cumulative:  # its update reads the batch count on the host, which vmap cannot do
+            raise ValueError(f"BatchNorm {cumulative[0]} has momentum=None (a cumulative average): packs need a "
+                             f"momentum (e.g. 0.1), or seeds_per_job=1")
         self.size = len(models)
         self.net = copy.deepcopy(models[0])  # the structure; its tensors are replaced by stacked ones
         with torch.no_grad():
