@@ -6,8 +6,11 @@ writes DIR/gpu_check.json and DIR/gpu_check.md (plus each step's log and run fol
 
 Sections (benchmarks/gpu_sections.py): the environment; every eager Triton activation kernel
 against the torch path; a 3-job sequential sweep in one process (each job must compile its own
-graphs); a 4-job parallel sweep with jobs_per_gpu=2 (the GPU slots). These four run at the same
-time: they check behaviour, not speed. Then, one at a time so that their img/s are clean (two at a
+graphs); a 4-job parallel sweep with jobs_per_gpu=2 (the GPU slots); four seeds as fused seed packs
+(seeds_per_job=auto: one pack of 4 on one GPU; 2 per pack with --smoke, where auto is 1), each member
+a completed run folder with its `pack` entry and the study table at n=4. These five run at the same
+time: they check behaviour, not speed (the packed sweep's img/s is shared with the others: `fused`
+below measures a pack alone). Started first, they are never cut by the budget. Then, one at a time so that their img/s are clean (two at a
 time with --smoke, whose CPU numbers mean nothing): train.py end to end with the defaults (ResNet18,
 CIFAR-10, 2 epochs) and with SAM, SEU and compile=off; the throughput table (throughput.py) and the
 activation table (activations.py) in short modes; last, fused seed packs (fused.py: a pack's img/s

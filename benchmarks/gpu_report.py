@@ -64,7 +64,7 @@ def _sweep(title: str, s: dict | None, parallel: bool) -> list[str]:
 def _packed(s: dict | None) -> list[str]:
     if not s:
         return []
-    lines = [f"## Packed sweep, seeds_per_job ({' '.join(o for o in s.get('overrides') or [] if o.startswith('seeds_per_job'))}): "
+    lines = [f"## Packed sweep ({' '.join(o for o in s.get('overrides') or [] if o.startswith('seeds_per_job'))}): "
              f"{s['status']}", ""]
     if s.get("error"):
         lines += [f"**{s['error']}**", ""]

@@ -48,7 +48,7 @@ PACKED = ["model=lenet5", "activation=tanh", "seed=0,1,2,3"]
 GPU_PACKED = ["trainer.max_epochs=2", "data.train_fraction=0.1", "data.download=false"]  # 2 x 47 steps of 128
 SMOKE_PACKED = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "data.train_fraction=0.02",
                 "data.test_fraction=0.05", "data.batch_size=32", "data.eval_batch_size=256", "trainer.accelerator=cpu"]
-MNIST_SHAPED = ["data=synthetic", "data.synthetic_sizes=[6000,1000]", "data.channels=1", "data.image_size=28",
+MNIST_SHAPED = ["data=synthetic", "data.synthetic_sizes=[60000,10000]", "data.channels=1", "data.image_size=28",
                 "data.mean=[0.1307]", "data.std=[0.3081]"]
 
 

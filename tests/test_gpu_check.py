@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-SECTIONS = ["environment", "kernels", "sweep_sequential", "sweep_parallel", "run_default", "run_sam", "run_seu",
-            "run_compile_off", "throughput", "activations", "fused"]
+SECTIONS = ["environment", "kernels", "sweep_sequential", "sweep_parallel", "sweep_packed", "run_default", "run_sam",
+            "run_seu", "run_compile_off", "throughput", "activations", "fused"]
 
 
 def _module(name: str):
@@ -128,13 +128,20 @@ def test_smoke_mode_runs_every_section_on_the_cpu(tmp_path):
                                                                          ("tanh", 1)]
     assert all(j["slot_slot"] is not None and j["slot_pid"] for j in par["jobs"])
     assert 1 <= len(par["slots"]) <= 2
+    packed = s["sweep_packed"]  # seeds 0-3, seeds_per_job=2: two packs of two, each member its own run folder
+    assert sorted(j["seed"] for j in packed["jobs"]) == [0, 1, 2, 3]
+    assert all(j["status"] == "completed" and j["pack"]["size"] == 2 for j in packed["jobs"])
+    assert [p["members"] for p in packed["packs"]] == [[0, 1], [2, 3]]
+    assert all(p["pack_train_images_per_s"] > 0 for p in packed["packs"]) and packed["table_n"] == ["4"]
+    if compiled:
+        assert all(j["compiled"] and j["graphs_compiled_while_timed"] == 0 for j in packed["jobs"]), packed["jobs"]
     assert {r["pipeline"] for r in s["throughput"]["rows"]} >= {"plain loop, tensor data", "ours, compile=off"}
     assert all(r["img_s"] > 0 for r in s["throughput"]["rows"])
     acts = {r["activation"]: r for r in s["activations"]["rows"]}
     assert set(acts) == {"relu", "seu"} and acts["relu"]["eager_vs_relu"] == 1.0 and acts["seu"]["eager_img_s"] > 0
     md = (out / "gpu_check.md").read_text()
-    for heading in ("## Summary", "## train.py runs", "## Sequential sweep", "## Parallel sweep", "## Triton kernels",
-                    "## benchmarks/throughput.py", "## benchmarks/activations.py"):
+    for heading in ("## Summary", "## train.py runs", "## Sequential sweep", "## Parallel sweep", "## Packed sweep",
+                    "## Triton kernels", "## benchmarks/throughput.py", "## benchmarks/activations.py"):
         assert heading in md
     for name in SECTIONS:
         assert f"| {name} | ok |" in md or name == "kernels"

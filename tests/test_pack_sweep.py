@@ -58,6 +58,7 @@ def packed(digits, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_packed_sweep_lays_out_and_tables_as_an_unpacked_one(packed, digits, tmp_path):
     plain = tmp_path / "plain"
     p = sweep([*STUDY, "seeds_per_job=1"], plain, digits)
@@ -84,6 +85,7 @@ def test_a_packed_sweep_lays_out_and_tables_as_an_unpacked_one(packed, digits, t
         assert abs(ta[col].iloc[0] - tb[col].iloc[0]) <= 1 / 200 + 1e-9, (col, ta[col].iloc[0], tb[col].iloc[0])
 
 
+@pytest.mark.slow
 def test_a_killed_pack_resumes_each_member_to_the_uninterrupted_result(packed, digits, tmp_path):
     out = tmp_path / "killed"
     proc = start_sweep([*STUDY, "seeds_per_job=2", "trainer.limit_train_batches=null"], out, digits)

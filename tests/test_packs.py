@@ -81,6 +81,7 @@ def _assert_members_equal_standalone(results: dict, test_images: int) -> None:
         assert solo_ckpt["hyper_parameters"] == pack_ckpt["hyper_parameters"]
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_lenet5_pack_of_three_equals_three_standalone_runs(tmp_path):
     """LeNet-5 on real MNIST, 50 steps each, tested on all 10,000 test images. train_fraction < 1:
@@ -124,6 +125,7 @@ def test_resnet20_pack_with_batchnorm_equals_standalone_runs(tmp_path, fake_data
     assert solo_m.shape == pack_m.shape and ((solo_m - pack_m).norm() / solo_m.norm()).item() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_mixup_sam_and_ema_work_per_member(tmp_path):
     """mixup's draws come from each member's own stream, SAM's epsilon from each member's own
@@ -144,6 +146,7 @@ def test_mixup_sam_and_ema_work_per_member(tmp_path):
         assert _weight_gap(solo_ckpt["current_model_state"], pack_ckpt["current_model_state"]) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_augmentation_holdout_clipping_tta_and_swa_work_per_member(tmp_path):
     """Random crops and flips drawn from each member's own stream, each member tested at its own
