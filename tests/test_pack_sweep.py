@@ -69,6 +69,7 @@ def test_a_packed_sweep_lays_out_and_tables_as_an_unpacked_one(packed, digits, t
     for run, m in a.items():
         assert m["status"] == "completed" and b[run]["status"] == "completed", (run, m.get("error"))
         assert m["pack"]["size"] == 2 and m["pack"]["members"] in ([0, 1], [2, 3]), m["pack"]
+        assert m["pack"]["job_seeds"] == m["pack"]["members"]
         assert "pack" not in b[run]
         # the member's own overrides, without pack_seeds
         assert [o for o in m["overrides"] if not o.startswith("seeds_per_job")] == \

@@ -26,16 +26,19 @@ def members_that_fit(per_member_bytes: int, free_bytes: int, wanted: int) -> int
     return max(1, min(wanted, int(free_bytes * RESERVE // per_member_bytes)))
 
 
-def member_bytes(model: torch.nn.Module, batch_shape: tuple[int, ...], device: torch.device) -> int:
-    """One member's training-step memory on ``device`` (CUDA): activations measured, weights,
-    gradients and optimizer states counted."""
+def member_bytes(model: torch.nn.Module, batch_shape: tuple[int, ...], device: torch.device,
+                 bf16: bool = False) -> int:
+    """One member's training-step memory on ``device`` (CUDA): activations measured (under bf16
+    autocast when the run uses it), weights, gradients and optimizer states counted."""
     model = model.to(device).train()
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     x = torch.randn(batch_shape, device=device)
-    model(x).float().sum().backward()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(x).float().sum()
+    loss.backward()
     torch.cuda.synchronize(device)
     activations = torch.cuda.max_memory_allocated(device) - base
     model.zero_grad(set_to_none=True)
@@ -57,7 +60,8 @@ def plan_chunks(cfg, count: int) -> list[int]:
 
     device = torch.device("cuda", torch.cuda.current_device())
     shape = (int(cfg.data.batch_size), int(cfg.data.channels), int(cfg.data.image_size), int(cfg.data.image_size))
-    per_member = member_bytes(instantiate(cfg.model), shape, device)
+    bf16 = str(cfg.trainer.get("precision", "")).startswith("bf16")
+    per_member = member_bytes(instantiate(cfg.model), shape, device, bf16)
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
     fit = members_that_fit(per_member, free, count)

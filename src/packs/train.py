@@ -39,7 +39,7 @@ def train_pack(cfg: DictConfig) -> float:
             lock_run_dir(m.dir, alongside=True)
         for group in _by_progress(todo):
             for chunk in _chunks(cfg, group):  # as many members at once as fit on the GPU
-                _train_group(chunk, len(members), start, started)
+                _train_group(chunk, [m.seed for m in members], start, started)
     finally:
         release_run_dirs()
         for m in members:
@@ -83,7 +83,7 @@ def _record(m: Member, record: dict) -> None:
     write_json(m.dir / "metrics.json", {**record, "overrides": m.overrides, "seed": m.seed})
 
 
-def _train_group(group: list[tuple[Member, dict | None]], pack_size: int, start: float, started: str) -> None:
+def _train_group(group: list[tuple[Member, dict | None]], job_seeds: list[int], start: float, started: str) -> None:
     from src.lit.classifier import Diverged
     from src.runs import diverged_record, in_multirun, one_line
 
@@ -97,7 +97,7 @@ def _train_group(group: list[tuple[Member, dict | None]], pack_size: int, start:
         print(f"[diverged] {members[k].dir}: {d} (the pack's other members train on)", file=sys.stderr)
 
     try:
-        _fit_and_test(group, pack_size, start, started, diverged, recorded)
+        _fit_and_test(group, job_seeds, start, started, diverged, recorded)
     except Diverged:
         pass  # every member diverged, each recorded when it did
     except (KeyboardInterrupt, SystemExit):
@@ -111,7 +111,7 @@ def _train_group(group: list[tuple[Member, dict | None]], pack_size: int, start:
         print(f"[failed] pack {', '.join(str(m.dir) for m in members)}: {one_line(e)}", file=sys.stderr)
 
 
-def _fit_and_test(group, pack_size: int, start: float, started: str, diverged, recorded: set[int]) -> None:
+def _fit_and_test(group, job_seeds: list[int], start: float, started: str, diverged, recorded: set[int]) -> None:
     import lightning as L
     from hydra.utils import instantiate
 
@@ -161,7 +161,10 @@ def _fit_and_test(group, pack_size: int, start: float, started: str, diverged, r
         metrics["tested_weights"] = "final" if best is None else "best_val"
         if best is not None and k in best:  # EMA/SWA: what the member's best checkpoint held
             metrics["averaged_weights"] = best[k]
-        metrics["pack"] = {"size": pack_size, "members": [x.seed for x in members], "index": k,
+        # size/members/index: the members trained together (a chunk or resume group of the job's
+        # seeds when the GPU or the members' progress split it); job_seeds: all of the job's
+        metrics["pack"] = {"size": len(members), "members": [x.seed for x in members], "index": k,
+                           "job_seeds": job_seeds,
                            "pack_train_images_per_s": pack.clock.summary()["train_images_per_s"]}
         write_json(m.dir / "metrics.json", metrics)
         recorded.add(k)
