@@ -38,6 +38,14 @@ def _deterministic_off_after():
     torch.use_deterministic_algorithms(False)
 
 
+@pytest.fixture
+def mnist() -> Path:
+    data = real_data_dir()
+    if data is None:
+        pytest.skip("real MNIST not found (set DATA_DIR)")
+    return data
+
+
 def _cfg(overrides: list[str], run_dir: Path, data: Path):
     cfg = compose_cfg(overrides, run_dir.parent / "composed", data)
     with open_dict(cfg):
@@ -83,16 +91,13 @@ def _assert_members_equal_standalone(results: dict, test_images: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_lenet5_pack_of_three_equals_three_standalone_runs(tmp_path):
+def test_lenet5_pack_of_three_equals_three_standalone_runs(tmp_path, mnist):
     """LeNet-5 on real MNIST, 50 steps each, tested on all 10,000 test images. train_fraction < 1:
     each member draws its own stratified subset (its own data module), as its standalone run does."""
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real MNIST not found (set DATA_DIR)")
     overrides = ["model=lenet5", "activation=tanh", "data=mnist", *BASE, "trainer.max_epochs=1", "data.train_fraction=0.06",
                  "data.batch_size=64", "trainer.limit_train_batches=50", "trainer.limit_val_batches=2",
                  "data.eval_batch_size=1000", "optimizer.lr=0.05"]
-    results = _run_both(tmp_path, overrides, data)
+    results = _run_both(tmp_path, overrides, mnist)
     _assert_members_equal_standalone(results, 10_000)
     solo, pack = results[1][0], results[1][1]
     assert pack["test/acc"] > 0.5  # it learned (chance: 0.1)
@@ -127,18 +132,15 @@ def test_resnet20_pack_with_batchnorm_equals_standalone_runs(tmp_path, fake_data
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_mixup_sam_and_ema_work_per_member(tmp_path):
+def test_mixup_sam_and_ema_work_per_member(tmp_path, mnist):
     """mixup's draws come from each member's own stream, SAM's epsilon from each member's own
     gradient norm, EMA averages each member's weights: together, each member equals its
     standalone run (which has all three too)."""
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real MNIST not found (set DATA_DIR)")
     overrides = ["model=lenet5", "activation=tanh", "data=mnist", *BASE, "trainer.max_epochs=1",
                  "data.train_fraction=0.05", "data.batch_size=64", "trainer.limit_train_batches=20", "data.test_fraction=0.2",
                  "optimizer=sam", "optimizer.lr=0.05", "lit.mixup.alpha=0.4", "callbacks=ema",
                  "callbacks.weight_averaging.decay=0.9"]
-    results = _run_both(tmp_path, overrides, data, seeds=(3, 4))
+    results = _run_both(tmp_path, overrides, mnist, seeds=(3, 4))
     _assert_members_equal_standalone(results, 2_000)
     for solo, pack, solo_ckpt, pack_ckpt in results.values():
         assert solo["averaged_weights"] == pack["averaged_weights"] == "ema"
@@ -148,19 +150,16 @@ def test_mixup_sam_and_ema_work_per_member(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_augmentation_holdout_clipping_tta_and_swa_work_per_member(tmp_path):
+def test_augmentation_holdout_clipping_tta_and_swa_work_per_member(tmp_path, mnist):
     """Random crops and flips drawn from each member's own stream, each member tested at its own
     best hold-out epoch (data.val_size > 0), gradient clipping by each member's own norm, TTA and
     SWA: each member equals its standalone run."""
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real MNIST not found (set DATA_DIR)")
     overrides = ["model=lenet5", "activation=tanh", "data=mnist", *[o for o in BASE if o != "data.augment=none"],
                  "data.augment=crop_flip", "data.crop_padding=2", "trainer.max_epochs=3", "data.train_fraction=0.03",
                  "data.val_size=300", "data.test_fraction=0.1", "data.batch_size=64", "trainer.limit_train_batches=10",
                  "optimizer.lr=0.05", "trainer.gradient_clip_val=0.05", "lit.tta=flip", "callbacks=swa",
                  "callbacks.weight_averaging.start_epoch=0"]
-    results = _run_both(tmp_path, overrides, data, seeds=(5, 6))
+    results = _run_both(tmp_path, overrides, mnist, seeds=(5, 6))
     _assert_members_equal_standalone(results, 1_000)
     for solo, pack, _, _ in results.values():
         assert solo["tested_weights"] == pack["tested_weights"] == "best_val"

@@ -12,11 +12,10 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from src.lit.clock import RunClock
-from src.lit.compile_state import graphs_compiled
 from src.lit.losses import IGNORE, build_loss, split_decay_groups
 from src.lit.mixing import build_mixer
-from src.lit.speed import speedup_of
 from src.lit.stage_stats import StageStats
+from src.lit.warmup import WarmupTiming
 from src.lit.tta import check_tta
 
 
@@ -31,7 +30,7 @@ class Diverged(RuntimeError):
 STAGES = ("train", "val", "test")
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(WarmupTiming, L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
@@ -106,31 +105,6 @@ class ClassifierModule(L.LightningModule):
 
     def _sam_second_pass(self) -> bool:
         return self._trainer is not None and getattr(self.trainer.optimizers[0], "in_second_pass", False)
-
-    # ------------------------------------------------------------------ compile warm-up timing
-    def _warmup_start(self, stage: str, batch) -> None:
-        # the compile state is the SpeedUp callback's (src/lit/speed.py): asked, never copied here
-        speedup = speedup_of(self._trainer)
-        if speedup is not None and speedup.compiled:
-            self.clock.warmup_start(stage, batch[0].shape, speedup.warmup_calls, self.device, graphs_compiled)
-
-    def _warmup_end(self, batch) -> None:  # also after an eager fallback inside a warm-up call
-        self.clock.warmup_end(self.device, graphs_compiled, batch[1].shape[0])
-
-    def on_train_batch_start(self, batch, batch_idx):
-        self._warmup_start("train", batch)
-
-    def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
-        self._warmup_start("val", batch)
-
-    def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
-        self._warmup_end(batch)
-
-    def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
-        self._warmup_start("test", batch)
-
-    def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
-        self._warmup_end(batch)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self._warmup_end(batch)

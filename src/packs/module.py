@@ -25,9 +25,8 @@ from torch import nn
 from src.datamodules.augment import _none as no_augment
 from src.datamodules.augment import normalize
 from src.lit.clock import RunClock
-from src.lit.compile_state import graphs_compiled
 from src.lit.sam import member_norms
-from src.lit.speed import speedup_of
+from src.lit.warmup import WarmupTiming
 from src.packs.rng import MemberRNG
 from src.packs.stack import StackedModel
 from src.packs.stats import PackStats
@@ -39,7 +38,7 @@ def member_key(k: int, name: str) -> str:
     return f"{PREFIX}{k}/{name}"
 
 
-class PackModule(L.LightningModule):
+class PackModule(WarmupTiming, L.LightningModule):
     def __init__(self, members: list, datamodules: list, rng: MemberRNG, dirs: list | None = None):
         super().__init__()
         self.dirs = list(dirs or [])  # the members' run folders (their test_confusion.csv)
@@ -298,28 +297,9 @@ class PackModule(L.LightningModule):
         torch._foreach_mul_(grads, [coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype) for g in grads])
 
     # ------------------------------------------------------------------ compile warm-up timing
-    def _warmup_start(self, stage: str, batch) -> None:
-        speedup = speedup_of(self._trainer)
-        if speedup is not None and speedup.compiled:
-            self.clock.warmup_start(stage, batch[0].shape, speedup.warmup_calls, self.device, graphs_compiled)
-
-    def _warmup_end(self, batch) -> None:
-        self.clock.warmup_end(self.device, graphs_compiled, batch[1].numel())
-
-    def on_train_batch_start(self, batch, batch_idx):
-        self._warmup_start("train", batch)
-
-    def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
-        self._warmup_start("val", batch)
-
-    def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
-        self._warmup_end(batch)
-
-    def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
-        self._warmup_start("test", batch)
-
-    def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
-        self._warmup_end(batch)
+    def _batch_images(self, batch) -> int:
+        """Every member's images: a shared evaluation batch ([B] labels) serves all K members."""
+        return self.size * batch[1].shape[-1]
 
     # ------------------------------------------------------------------ members' view, resume
     def member_clock(self, k: int) -> RunClock:
