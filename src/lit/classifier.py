@@ -185,13 +185,9 @@ class ClassifierModule(WarmupTiming, L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         params = split_decay_groups(self.model) if self.hparams.no_decay_norm_bias else self.parameters()
-        optimizer = self.optimizer_factory(params=params)
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        return {"optimizer": optimizer,
-                "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+        from src.lit.schedules import optimizers_for
+
+        return optimizers_for(self.trainer, self.optimizer_factory(params=params), self.scheduler_factory)
 
     # ------------------------------------------------------------------ resume
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -196,3 +196,14 @@ def onecycle(optimizer, *, total_steps: int, steps_per_epoch: int, max_lr: float
 def constant(optimizer, *, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, warmup_steps: int = 0):
     return _lightning(optimizer, lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch", steps_per_epoch,
                       warmup_epochs, warmup_steps)
+
+
+def optimizers_for(trainer, optimizer: Optimizer, scheduler_factory):
+    """What configure_optimizers returns: the optimizer, with its schedule (``lit.scheduler``, a
+    partial of one of the factories above) sized to the run's optimizer steps."""
+    if scheduler_factory is None:
+        return optimizer
+    total = int(trainer.estimated_stepping_batches)
+    per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
+    return {"optimizer": optimizer,
+            "lr_scheduler": scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}

@@ -26,6 +26,7 @@ from src.datamodules.augment import _none as no_augment
 from src.datamodules.augment import normalize
 from src.lit.clock import RunClock
 from src.lit.sam import member_norms
+from src.lit.schedules import optimizers_for
 from src.lit.warmup import WarmupTiming
 from src.packs.rng import MemberRNG
 from src.packs.stack import StackedModel
@@ -278,12 +279,7 @@ class PackModule(WarmupTiming, L.LightningModule):
         optimizer = lead.optimizer_factory(params=params)
         if hasattr(optimizer, "pack_size"):  # SAM: its epsilon per member
             optimizer.pack_size = self.size
-        if lead.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        return {"optimizer": optimizer,
-                "lr_scheduler": lead.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+        return optimizers_for(self.trainer, optimizer, lead.scheduler_factory)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clipping by norm clips each member by its own norm (torch's clip_grad_norm_ per member)."""
