@@ -137,11 +137,18 @@ def test_smoke_mode_runs_every_section_on_the_cpu(tmp_path):
         assert all(j["compiled"] and j["graphs_compiled_while_timed"] == 0 for j in packed["jobs"]), packed["jobs"]
     assert {r["pipeline"] for r in s["throughput"]["rows"]} >= {"plain loop, tensor data", "ours, compile=off"}
     assert all(r["img_s"] > 0 for r in s["throughput"]["rows"])
+    fused = s["fused"]  # benchmarks/fused.py's goal cells (K=16 LeNet-5, K=8 ResNet-20) against one run
+    assert "--cells" in fused["args"] and set(fused["models"]) == {"lenet5", "resnet20"}
+    assert sorted(r["K"] for r in fused["models"]["lenet5"]["rows"]) == [4, 16]
+    assert [r["K"] for r in fused["models"]["resnet20"]["rows"]] == [8]
+    assert all(r["ratio"] > 0 for m in fused["models"].values() for r in m["rows"])
+    assert {g["verdict"] for g in fused["goals"]} <= {"met", "not met"}  # both goal cells measured
     acts = {r["activation"]: r for r in s["activations"]["rows"]}
     assert set(acts) == {"relu", "seu"} and acts["relu"]["eager_vs_relu"] == 1.0 and acts["seu"]["eager_img_s"] > 0
     md = (out / "gpu_check.md").read_text()
     for heading in ("## Summary", "## train.py runs", "## Sequential sweep", "## Parallel sweep", "## Packed sweep",
-                    "## Triton kernels", "## benchmarks/throughput.py", "## benchmarks/activations.py"):
+                    "## Triton kernels", "## benchmarks/throughput.py", "## benchmarks/activations.py",
+                    "## benchmarks/fused.py (", "### LeNet-5/MNIST"):
         assert heading in md
     for name in SECTIONS:
         assert f"| {name} | ok |" in md or name == "kernels"
