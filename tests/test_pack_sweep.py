@@ -50,46 +50,17 @@ def _gap(a: dict, b: dict) -> float:
     return max(((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)).item() for k in a if a[k].is_floating_point())
 
 
-@pytest.fixture(scope="module")
-def packed(digits, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("packed") / "sweep"
-    p = sweep([*STUDY, "seeds_per_job=2"], out, digits)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return out
-
-
 @pytest.mark.slow
-def test_a_packed_sweep_lays_out_and_tables_as_an_unpacked_one(packed, digits, tmp_path):
+def test_a_killed_packed_sweep_resumes_to_the_unpacked_sweeps_table(digits, tmp_path):
+    """One study three ways: unpacked; packed (seeds_per_job=2) and killed with kill -9 once the
+    first pack has written its first epoch; then resumed. Each killed member resumes from its own
+    last.ckpt, and the resumed packed sweep lays out and tables as the unpacked one, its members'
+    weights within 1e-4 of their standalone runs'."""
     plain = tmp_path / "plain"
     p = sweep([*STUDY, "seeds_per_job=1"], plain, digits)
     assert p.returncode == 0, p.stderr[-3000:]
-    a, b = _runs(packed), _runs(plain)
-    assert sorted(a) == sorted(b) and [r.rsplit("/", 1)[1] for r in sorted(a)] == [f"seed={s}" for s in range(4)]
-    assert len({r.rsplit("/", 1)[0] for r in a}) == 1  # one setting folder, as without packs
-    for run, m in a.items():
-        assert m["status"] == "completed" and b[run]["status"] == "completed", (run, m.get("error"))
-        assert m["pack"]["size"] == 2 and m["pack"]["members"] in ([0, 1], [2, 3]), m["pack"]
-        assert m["pack"]["job_seeds"] == m["pack"]["members"]
-        assert "pack" not in b[run]
-        # the member's own overrides, without pack_seeds
-        assert [o for o in m["overrides"] if not o.startswith("seeds_per_job")] == \
-            [o for o in b[run]["overrides"] if not o.startswith("seeds_per_job")]
-        assert abs(m["test/acc"] - b[run]["test/acc"]) * 200 <= 1, (run, m["test/acc"], b[run]["test/acc"])
-        assert _gap(_last_weights(plain / run), _last_weights(packed / run)) < 1e-4, run
-        assert (packed / run / ".hydra" / "overrides.yaml").exists() and (packed / run / "csv" / "metrics.csv").exists()
-    # two jobs ran (one per pack), each in one worker
-    assert len(list(packed.rglob("sweep_job.json"))) == 2
-    # the study table: the same rows, counts and numbers (its time column is the pack's, slower on a CPU)
-    ta, tb = pd.read_csv(packed / "summary.csv"), pd.read_csv(plain / "summary.csv")
-    assert list(ta["n"]) == list(tb["n"]) == [4] and list(ta["setting"]) == list(tb["setting"])
-    for col in ("mean", "std", "median", "min", "max", "ci_low", "ci_high"):
-        assert abs(ta[col].iloc[0] - tb[col].iloc[0]) <= 1 / 200 + 1e-9, (col, ta[col].iloc[0], tb[col].iloc[0])
-
-
-@pytest.mark.slow
-def test_a_killed_pack_resumes_each_member_to_the_uninterrupted_result(packed, digits, tmp_path):
-    out = tmp_path / "killed"
-    proc = start_sweep([*STUDY, "seeds_per_job=2", "trainer.limit_train_batches=null"], out, digits)
+    out = tmp_path / "packed"
+    proc = start_sweep([*STUDY, "seeds_per_job=2"], out, digits)
     pid = job_pid(out, "*/seed=0", proc)
     deadline = time.time() + 300
     while not list(out.glob("*/seed=1/checkpoints/last.ckpt")):  # the pack's first epoch is written
@@ -101,15 +72,29 @@ def test_a_killed_pack_resumes_each_member_to_the_uninterrupted_result(packed, d
     assert {killed[f"seed={s}"]["status"] for s in (0, 1)} == {"killed"}, stderr[-2000:]
     p = sweep([*STUDY, "seeds_per_job=2", "resume=true"], out, digits)
     assert p.returncode == 0, p.stderr[-3000:]
-    done, reference = _runs(out), _runs(packed)
-    for s in (0, 1):
-        run = next(r for r in done if r.endswith(f"/seed={s}"))
-        m = done[run]
-        assert m["status"] == "completed" and m["resumed"] and m["sessions"] == 2, m
-        assert m["epochs"] == 3 and m["wall_time_s"] > m["session_wall_time_s"]
-        assert _gap(_last_weights(packed / run), _last_weights(out / run)) < 1e-4
-        assert abs(m["test/acc"] - reference[run]["test/acc"]) * 200 <= 1
-    assert [m["status"] for m in done.values()] == ["completed"] * 4, (sorted(done), p.stderr[-3000:])
+
+    a, b = _runs(out), _runs(plain)
+    assert sorted(a) == sorted(b) and [r.rsplit("/", 1)[1] for r in sorted(a)] == [f"seed={s}" for s in range(4)]
+    assert len({r.rsplit("/", 1)[0] for r in a}) == 1  # one setting folder, as without packs
+    for run, m in a.items():
+        seed = int(run.rsplit("=", 1)[1])
+        assert m["status"] == "completed" and b[run]["status"] == "completed", (run, m.get("error"))
+        assert m["pack"]["size"] == 2 and m["pack"]["members"] in ([0, 1], [2, 3]), m["pack"]
+        assert m["pack"]["job_seeds"] == m["pack"]["members"] and "pack" not in b[run]
+        # the member's own overrides, without pack_seeds (run control aside: seeds_per_job, resume)
+        control = ("seeds_per_job", "resume")
+        assert [o for o in m["overrides"] if not o.startswith(control)] == \
+            [o for o in b[run]["overrides"] if not o.startswith(control)]
+        assert m["resumed"] == (seed in (0, 1)) and m["sessions"] == (2 if seed in (0, 1) else 1), m
+        assert m["epochs"] == 3 and (m["wall_time_s"] > m["session_wall_time_s"]) == (seed in (0, 1))
+        assert abs(m["test/acc"] - b[run]["test/acc"]) * 200 <= 1, (run, m["test/acc"], b[run]["test/acc"])
+        assert _gap(_last_weights(plain / run), _last_weights(out / run)) < 1e-4, run
+        assert (out / run / ".hydra" / "overrides.yaml").exists() and (out / run / "csv" / "metrics.csv").exists()
+    # the study table: the same rows, counts and numbers (its time column is the pack's, slower on a CPU)
+    ta, tb = pd.read_csv(out / "summary.csv"), pd.read_csv(plain / "summary.csv")
+    assert list(ta["n"]) == list(tb["n"]) == [4] and list(ta["setting"]) == list(tb["setting"])
+    for col in ("mean", "std", "median", "min", "max", "ci_low", "ci_high"):
+        assert abs(ta[col].iloc[0] - tb[col].iloc[0]) <= 1 / 200 + 1e-9, (col, ta[col].iloc[0], tb[col].iloc[0])
 
 
 def test_a_diverging_member_is_recorded_and_the_others_train_on(tmp_path, fake_data):

@@ -64,6 +64,7 @@ class PackModule(WarmupTiming, L.LightningModule):
         self.test_results: list[dict] = [{} for _ in members]
         self.on_diverged: Callable[[int, int, int], None] = lambda k, epoch, step: None
         self._prepared: tuple | None = None
+        self._stats_alike: bool | None = None  # see _same_stats
 
     def forward(self, x, shared: bool = False):
         return self.model(x, shared=shared)
@@ -89,13 +90,13 @@ class PackModule(WarmupTiming, L.LightningModule):
         if self._prepared is not None and self._prepared[0] == key:
             return self._prepared[1]
         dms = self.datamodules
-        if not self._member_rng_needed() and all(dm.mean is dms[0].mean for dm in dms):
-            prepared = (normalize(x, dms[0].mean.to(x.device), dms[0].std.to(x.device)), y, None)
+        if not self._member_rng_needed() and self._same_stats():
+            prepared = (self._normalize(dms[0], x), y, None)
         else:
             xs, ys, mixes = [], [], []
             for k, dm in enumerate(dms):
                 with self.rng.member(k, x.device):
-                    xk = normalize(dm.augment(x[k]), dm.mean.to(x.device), dm.std.to(x.device))
+                    xk = self._normalize(dm, dm.augment(x[k]))
                     yk, mix = y[k], None
                     if self.members[k].mixer is not None:  # its loss uses mix, its accuracy the dominant label
                         xk, mix = self.members[k].mixer.mix(xk, yk)
@@ -110,6 +111,21 @@ class PackModule(WarmupTiming, L.LightningModule):
             prepared = (torch.stack(xs), torch.stack(ys), mixes if self.members[0].mixer is not None else None)
         self._prepared = (key, prepared)
         return prepared
+
+    def _normalize(self, dm, x: torch.Tensor) -> torch.Tensor:
+        """A member's normalisation, its statistics moved to the batch's device once (as the data
+        module's own hook does), not copied there every step."""
+        if dm.mean.device != x.device:
+            dm.mean, dm.std = dm.mean.to(x.device), dm.std.to(x.device)
+        return normalize(x, dm.mean, dm.std)
+
+    def _same_stats(self) -> bool:
+        """All members normalise alike (the same data.mean/std, or the same training split's)."""
+        if self._stats_alike is None:
+            first = self.datamodules[0]
+            self._stats_alike = all(torch.equal(dm.mean.cpu(), first.mean.cpu())
+                                    and torch.equal(dm.std.cpu(), first.std.cpu()) for dm in self.datamodules)
+        return self._stats_alike
 
     def training_step(self, batch, batch_idx):
         x, y, mixes = self._prepare(batch, batch_idx)
@@ -152,9 +168,8 @@ class PackModule(WarmupTiming, L.LightningModule):
         dm = self.datamodules[0]
         shared = x.dim() == 4  # one batch for every member (PackData.shared_eval)
         if shared:
-            x = normalize(x, dm.mean.to(x.device), dm.std.to(x.device))
-            return x, y.expand(self.size, -1), True
-        xs = [normalize(x[k], d.mean.to(x.device), d.std.to(x.device)) for k, d in enumerate(self.datamodules)]
+            return self._normalize(dm, x), y.expand(self.size, -1), True
+        xs = [self._normalize(d, x[k]) for k, d in enumerate(self.datamodules)]
         return torch.stack(xs), y, False
 
     def validation_step(self, batch, batch_idx):
