@@ -121,6 +121,27 @@ def confusion_frame(counts, labels: Sequence[str] | None = None):
     return pd.DataFrame(counts, index=pd.Index(names, name="true"), columns=names)
 
 
+def log_confusion(counts, labels: Sequence[str] | None, run_dir: Path | None, tb=None, step: int = 0):
+    """A run's test confusion matrix: test_confusion.csv in ``run_dir`` (when given) and its figure
+    in TensorBoard (``tb``, when given); the frame is returned."""
+    frame = confusion_frame(counts, labels)
+    if run_dir is not None:
+        write_confusion(frame, run_dir)
+    if tb is not None:
+        tb.add_figure("test/confusion_matrix", confusion_figure(frame), step)
+    return frame
+
+
+def log_image_grid(tb, x, denormalize) -> None:
+    """Up to 64 random images of a training batch (``denormalize``: back to [0, 1]) as one grid in
+    TensorBoard. Draws its sample from the batch's device generator, as a run always has."""
+    import torch
+    from torchvision.utils import make_grid
+
+    idx = torch.randperm(x.shape[0], device=x.device)[:64]
+    tb.add_image("train/images", make_grid(denormalize(x[idx].float()).cpu(), nrow=8), 0)
+
+
 def write_confusion(frame, run_dir: Path) -> Path:
     path = Path(run_dir) / CONFUSION_CSV
     frame.to_csv(path)

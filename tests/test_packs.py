@@ -232,7 +232,7 @@ def test_a_stacked_model_is_its_members_and_refuses_what_vmap_cannot_do():
     state = pack.member_state(1)
     assert state.keys() == alone[1].state_dict().keys()
     assert all(torch.allclose(state[k].float(), v.float(), atol=1e-6) for k, v in alone[1].state_dict().items())
-    assert pack.member_param_count() == sum(p.numel() for p in alone[0].parameters()) == 269_722
+    assert sum(p[0].numel() for p in pack.net.parameters()) == sum(p.numel() for p in alone[0].parameters()) == 269_722
     shared = pack(x[0], shared=True)  # one batch for every member: member k's own output on it
     assert (shared[1] - alone[1](x[0])).abs().max() < 1e-5
     bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=None))

@@ -227,10 +227,9 @@ class ClassifierModule(WarmupTiming, L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if not self.hparams.log_images or tb is None or dm is None:
             return
-        from torchvision.utils import make_grid
+        from src.run_figures import log_image_grid
 
-        idx = torch.randperm(x.shape[0], device=x.device)[:64]
-        tb.add_image("train/images", make_grid(dm.denormalize(x[idx].float()).cpu(), nrow=8), 0)
+        log_image_grid(tb, x, dm.denormalize)
 
     def _log_confusion(self) -> None:
         """The test confusion matrix: test_confusion.csv in the run dir (rows = true class, columns
@@ -239,11 +238,7 @@ class ClassifierModule(WarmupTiming, L.LightningModule):
         from src import run_figures
 
         dm = getattr(self.trainer, "datamodule", None)
-        frame = run_figures.confusion_frame(self.confusion.compute().cpu().numpy(),
-                                            list(getattr(dm, "classes", []) or []))
-        if self.trainer.is_global_zero and self.trainer.default_root_dir:
-            run_figures.write_confusion(frame, Path(self.trainer.default_root_dir))
-        tb = self._tensorboard()
-        if tb is not None:
-            tb.add_figure("test/confusion_matrix", run_figures.confusion_figure(frame), self.global_step)
+        root = self.trainer.default_root_dir if self.trainer.is_global_zero else None
+        run_figures.log_confusion(self.confusion.compute().cpu().numpy(), list(getattr(dm, "classes", []) or []),
+                                  Path(root) if root else None, self._tensorboard(), self.global_step)
         self.confusion.reset()

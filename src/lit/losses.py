@@ -44,10 +44,11 @@ def build_loss(name: str, num_classes: int, label_smoothing: float = 0.0) -> nn.
     raise ConfigError(f"unknown lit.loss '{name}': choose ce (cross-entropy) or mse (softmax vs one-hot)")
 
 
-def split_decay_groups(module: nn.Module) -> list[dict]:
-    """Parameter groups with weight decay off for biases and normalisation weights (1-D tensors)."""
+def split_decay_groups(module: nn.Module, stacked: int = 0) -> list[dict]:
+    """Parameter groups with weight decay off for biases and normalisation weights (1-D tensors).
+    ``stacked``: leading dimensions that stack models (1 for a fused seed pack's members)."""
     decay, no_decay = [], []
     for p in module.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (no_decay if p.ndim - stacked <= 1 else decay).append(p)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -115,7 +115,7 @@ class PackCheckpoint(Checkpoint):
             member = member_checkpoint(ckpt, k, classifier.hparams, pl_module.member_run_stats(k),
                                        getattr(classifier, "_hparams_name", None))
             last = folder / "last.ckpt"
-            if pl_module.improved[k]:
+            if pl_module.best_val_epoch[k] == trainer.current_epoch:  # this epoch's val/acc is its best
                 best = folder / f"epoch_{trainer.current_epoch:03d}.ckpt"
                 _save(member, best)
                 if last.exists() or last.is_symlink():
@@ -126,4 +126,3 @@ class PackCheckpoint(Checkpoint):
                 self.best[k] = best
             else:
                 _save(member, last)
-        pl_module.improved = [False] * pl_module.size

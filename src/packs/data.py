@@ -14,10 +14,6 @@ import torch
 
 from src.datamodules.image_classification import ImageClassificationDataModule
 
-# the data module's options that make its splits depend on the seed
-SEEDED_SPLITS = ("train_fraction", "test_fraction", "val_size", "folds")
-
-
 def _seeded_splits(dm: ImageClassificationDataModule) -> bool:
     return dm.train_fraction < 1 or dm.test_fraction < 1 or bool(dm.val_size) or bool(dm.folds)
 
@@ -55,13 +51,6 @@ class PackData(L.LightningDataModule):
     def static_shapes(self, value: bool) -> None:
         for dm in self.members:
             dm.static_shapes = value
-
-    @property
-    def classes(self) -> list[str]:
-        return self.lead.classes
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lead.denormalize(x)
 
     def setup(self, stage: str | None = None) -> None:
         for dm in self.members:

@@ -17,7 +17,6 @@ PACK_KEY = "pack_seeds"
 
 @dataclass
 class Member:
-    index: int          # position in the pack
     seed: int
     cfg: DictConfig
     dir: Path
@@ -53,13 +52,13 @@ def members_of(cfg: DictConfig, overrides: list[str]) -> list[Member]:
         raise ValueError(f"pack_seeds={seeds} repeats a seed")
     leader_dir = Path(cfg.paths.output_dir)
     members = []
-    for i, seed in enumerate(seeds):
+    for seed in seeds:
         m = copy.deepcopy(cfg)
         out = member_dir(leader_dir, cfg.seed, seed)
         with open_dict(m):
             m.seed = seed
             m.paths.output_dir = str(out)  # a literal: ${hydra:runtime.output_dir} is the leader's
-        members.append(Member(i, seed, m, out, member_overrides(overrides, seed)))
+        members.append(Member(seed, m, out, member_overrides(overrides, seed)))
     return members
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from src.datamodules.augment import _none as no_augment
 from src.datamodules.augment import normalize
 from src.lit.clock import RunClock
+from src.lit.losses import split_decay_groups
 from src.lit.sam import member_norms
 from src.lit.schedules import optimizers_for
 from src.lit.warmup import WarmupTiming
@@ -59,7 +60,6 @@ class PackModule(WarmupTiming, L.LightningModule):
         self.alive = [True] * self.size
         self.best_val: list[float | None] = [None] * self.size
         self.best_val_epoch: list[int | None] = [None] * self.size
-        self.improved = [False] * self.size  # this epoch's val/acc beat the member's best (checkpoints)
         self.clock = RunClock()
         self.test_results: list[dict] = [{} for _ in members]
         self.on_diverged: Callable[[int, int, int], None] = lambda k, epoch, step: None
@@ -226,9 +226,8 @@ class PackModule(WarmupTiming, L.LightningModule):
             return
         acc, loss = self._stage("val")
         accs = acc.tolist()
-        for k in range(self.size):
-            self.improved[k] = self.alive[k] and (self.best_val[k] is None or accs[k] > self.best_val[k])
-            if self.improved[k]:
+        for k in range(self.size):  # strictly better, as ModelCheckpoint counts
+            if self.alive[k] and (self.best_val[k] is None or accs[k] > self.best_val[k]):
                 self.best_val[k], self.best_val_epoch[k] = accs[k], self.current_epoch
         best = torch.tensor([b if b is not None else float("nan") for b in self.best_val])
         self._log_members({"val/acc": acc, "val/loss": loss, "val/acc_best": best})
@@ -276,21 +275,16 @@ class PackModule(WarmupTiming, L.LightningModule):
         ClassifierModule._log_confusion writes a standalone run's."""
         from src import run_figures
 
-        frame = run_figures.confusion_frame(self.confusions[k].compute().cpu().numpy(),
-                                            list(self.datamodules[k].classes or []))
+        counts = self.confusions[k].compute().cpu().numpy()
         self.confusions[k].reset()
-        if k < len(self.dirs) and self.alive[k]:
-            run_figures.write_confusion(frame, self.dirs[k])
-        if self.alive[k] and (tb := self._tensorboard(k)) is not None:
-            tb.add_figure("test/confusion_matrix", run_figures.confusion_figure(frame), self.global_step)
+        if self.alive[k]:
+            run_figures.log_confusion(counts, list(self.datamodules[k].classes or []),
+                                      self.dirs[k] if k < len(self.dirs) else None, self._tensorboard(k), self.global_step)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         lead = self.members[0]
-        params = list(self.model.parameters())
-        if self.hp.no_decay_norm_bias:  # a member's 1-D tensors (biases, norm weights): 2-D when stacked
-            params = [{"params": [p for p in params if p.ndim > 2]},
-                      {"params": [p for p in params if p.ndim <= 2], "weight_decay": 0.0}]
+        params = split_decay_groups(self.model, stacked=1) if self.hp.no_decay_norm_bias else self.model.parameters()
         optimizer = lead.optimizer_factory(params=params)
         if hasattr(optimizer, "pack_size"):  # SAM: its epsilon per member
             optimizer.pack_size = self.size
@@ -345,8 +339,7 @@ class PackModule(WarmupTiming, L.LightningModule):
         tb = self._tensorboard(k)
         if not self.hp.log_images or tb is None:
             return
-        from torchvision.utils import make_grid
+        from src.run_figures import log_image_grid
 
-        idx = torch.randperm(x.shape[0], device=x.device)[:64]
-        tb.add_image("train/images", make_grid(self.datamodules[k].denormalize(x[idx].float()).cpu(), nrow=8), 0)
+        log_image_grid(tb, x, self.datamodules[k].denormalize)
 

@@ -81,6 +81,3 @@ class StackedModel(nn.Module):
             raise KeyError(f"member state lacks {sorted(missing)[:3]}")
         for name, t in own.items():
             t[k].copy_(state[name])
-
-    def member_param_count(self) -> int:
-        return sum(p[0].numel() for p in self.net.parameters())
