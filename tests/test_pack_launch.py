@@ -220,6 +220,22 @@ def test_a_killed_pack_is_marked_killed_for_each_member_and_retried_whole(launch
     assert [r.return_value for r in returns] == [0.0, 0.1, 0.2]
 
 
+def test_a_member_completed_in_an_earlier_try_survives_its_pack_being_killed(launch, tmp_path):
+    """resume=true keeps a member that completed before (train_pack skips it): its metrics.json is
+    older than the pack's start, and the pack's death must not overwrite it with `killed`."""
+    import os
+
+    jobs = seeds(2, "seeds_per_job=2")
+    earlier = tmp_path / "default" / "seed=1" / "metrics.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text(json.dumps({"status": "completed", "test/acc": 0.7}))
+    os.utime(earlier, (1, 1))  # long before this launch
+    FakeRunner.die = {" ".join([*jobs[0], "pack_seeds=[0,1]"])}
+    returns = launch(jobs)
+    assert json.loads(earlier.read_text()) == {"status": "completed", "test/acc": 0.7}
+    assert [r.return_value for r in returns] == [0.5, 0.7]  # seed 0 wrote its own before the worker died
+
+
 # ------------------------------------------------------------------ refusals before any job
 SWEEP = ["-m", "model=lenet5", "data=mnist", "seed=0,1"]
 

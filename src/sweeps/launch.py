@@ -122,22 +122,21 @@ def job_dir(launcher: Any, overrides: Sequence[str], idx: int) -> Path | None:
 def record_outcome(launcher: Any, overrides: Sequence[str], idx: int, status: str, error: str,
                    unless_written_since: float | None = None) -> Path | None:
     """metrics.json for a job whose worker could not write one (it died, or was stopped); kept as it
-    is if the job wrote its own after ``unless_written_since``."""
-    import json
-
-    from src.results import write_json
+    is if the job wrote its own after ``unless_written_since``, and a result that ended well is never
+    overwritten, however old (resume=true kept it: a pack member completed in an earlier try)."""
+    from src.results import ENDED_WELL, write_json
+    from src.runs import read_status
     from src.settings import parse
 
     run_dir = job_dir(launcher, overrides, idx)
     if run_dir is None:
         return None
     mj = run_dir / "metrics.json"
-    if unless_written_since is not None and mj.exists() and mj.stat().st_mtime >= unless_written_since:
-        try:
-            if json.loads(mj.read_text()).get("status"):
-                return run_dir  # the job ended on its own before its worker died or was stopped
-        except (OSError, ValueError):
-            pass
+    prev = read_status(run_dir) or {}
+    if prev.get("status") in ENDED_WELL:
+        return run_dir
+    if unless_written_since is not None and prev.get("status") and mj.stat().st_mtime >= unless_written_since:
+        return run_dir  # the job ended on its own before its worker died or was stopped
     seed = next((kv[1] for kv in map(parse, overrides) if kv and kv[0] == "seed"), None)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
