@@ -18,7 +18,7 @@ shapes (MNIST 1x28x28, CIFAR-10 3x32x32) already on the device; pixel values do 
 On CUDA all run as train.py does: bf16 autocast, channels_last for a standalone model (a pack's 5-D
 weights stay contiguous: StackedModel.is_pack). Warm-up steps (compiling, CUDA graph recording) are
 not timed; img/s is the median of --rounds rounds (a busy machine's slow round does not count). A
-pack of 2 is first checked against its standalone member (check_pack): a wrong pack's speed is worthless.
+pack of 2 is first checked against its standalone member (check_member_equivalence): a wrong pack's speed is worthless.
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def measure(spec, shape, members, args, device) -> dict:
             "graphs_while_timed": graphs_compiled() - graphs}  # > 0: compile time inside the img/s
 
 
-def check_pack(spec, shape, device, batch: int = 16) -> dict:
+def check_member_equivalence(spec, shape, device, batch: int = 16) -> dict:
     """Member 0 of a pack of 2, after two SGD-momentum steps (the momentum buffer in use), gives the
     outputs (eval mode: its running statistics too) of its standalone model stepped the same way, in
     fp32 without TF32 or cuDNN's autotuned (Winograd, FFT) algorithms, where grouped and plain
@@ -373,7 +373,7 @@ def main(argv=None) -> int:
         if name not in specs:
             spec = specs[name] = model_spec(name)
             print(f"[fused] {label}: checking a pack of 2 against its standalone member", flush=True)
-            m = result["models"][name] = {"check": check_pack(spec, shape, device), "rows": []}
+            m = result["models"][name] = {"check": check_member_equivalence(spec, shape, device), "rows": []}
             m["one_run"] = cell(lambda: measure(spec, shape, None, args, device), device)
             print(f"[fused] {label} one run: {_fmt(m['one_run'])} img/s", flush=True)
             _write(result, args.out)

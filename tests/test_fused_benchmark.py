@@ -85,12 +85,12 @@ def test_jobs_per_gpu_column_runs_k_processes_behind_a_barrier(tmp_path):
 def test_a_pack_that_trains_its_members_differently_stops_the_benchmark(monkeypatch):
     fused = _fused()
     spec = fused.model_spec("lenet5")
-    ok = fused.check_pack(spec, (1, 28, 28), torch.device("cpu"), batch=4)
+    ok = fused.check_member_equivalence(spec, (1, 28, 28), torch.device("cpu"), batch=4)
     assert ok["ok"] and ok["max_rel_err"] <= fused.CHECK_TOL
     original = fused.pack_loss
     monkeypatch.setattr(fused, "pack_loss", lambda logits, y: 2 * original(logits, y))  # twice the members' gradients
     with pytest.raises(RuntimeError, match="pack member 0 differs from its standalone model"):
-        fused.check_pack(spec, (1, 28, 28), torch.device("cpu"), batch=4)
+        fused.check_member_equivalence(spec, (1, 28, 28), torch.device("cpu"), batch=4)
 
 
 def test_an_out_of_memory_cell_reads_oom_and_an_error_its_one_line():

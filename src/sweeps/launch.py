@@ -126,7 +126,7 @@ def record_outcome(launcher: Any, overrides: Sequence[str], idx: int, status: st
     overwritten, however old (resume=true kept it: a pack member completed in an earlier try)."""
     from src.results import ENDED_WELL, write_json
     from src.runs import read_status
-    from src.settings import parse
+    from src.sweeps.packing import seed_of
 
     run_dir = job_dir(launcher, overrides, idx)
     if run_dir is None:
@@ -137,11 +137,9 @@ def record_outcome(launcher: Any, overrides: Sequence[str], idx: int, status: st
         return run_dir
     if unless_written_since is not None and prev.get("status") and mj.stat().st_mtime >= unless_written_since:
         return run_dir  # the job ended on its own before its worker died or was stopped
-    seed = next((kv[1] for kv in map(parse, overrides) if kv and kv[0] == "seed"), None)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(mj, {"status": status, "error": error, "overrides": list(overrides),
-                        "seed": int(seed) if seed is not None and str(seed).isdigit() else seed})
+        write_json(mj, {"status": status, "error": error, "overrides": list(overrides), "seed": seed_of(overrides)})
     except OSError:
         pass
     return run_dir

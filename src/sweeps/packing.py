@@ -20,7 +20,6 @@ JobReturn per original job.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -118,11 +117,9 @@ def metric_value(run_dir: Path | None, metric: str) -> float:
     """The optimised metric from a member's metrics.json, as train() would have returned it; NaN if
     the member did not complete (or wrote nothing)."""
     from src.results import ENDED_WELL
+    from src.runs import read_status
 
-    try:
-        data = json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return math.nan
+    data = (read_status(run_dir) if run_dir is not None else None) or {}
     value = data.get(metric) if data.get("status") in ENDED_WELL else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
